@@ -1,0 +1,24 @@
+"""keras-tract: Transitive Closure Time-Distillation (TRACT) in Keras 3."""
+
+from keras_tract import networks
+from keras_tract.denoisers import EDMPrecond, GaussianMixtureDenoiser, VPDenoiser
+from keras_tract.distiller import BinaryDistiller, TRACTDistiller
+from keras_tract.schedules import CosineSchedule, KarrasSchedule, Schedule
+from keras_tract.solvers import ddim_step, heun_step, sample
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BinaryDistiller",
+    "TRACTDistiller",
+    "CosineSchedule",
+    "EDMPrecond",
+    "GaussianMixtureDenoiser",
+    "KarrasSchedule",
+    "Schedule",
+    "VPDenoiser",
+    "ddim_step",
+    "heun_step",
+    "networks",
+    "sample",
+]

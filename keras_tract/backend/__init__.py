@@ -1,0 +1,20 @@
+"""Per-backend adapters, chosen once by `keras.config.backend()`.
+
+Only this package imports jax, tensorflow (outside tf.data) or torch.
+"""
+
+import keras
+
+_BACKEND = keras.config.backend()
+if _BACKEND == "jax":
+    from keras_tract.backend.common import lerp_variables
+    from keras_tract.backend.jax import TrainStep, compile_function
+elif _BACKEND == "tensorflow":
+    from keras_tract.backend.common import lerp_variables
+    from keras_tract.backend.tensorflow import TrainStep, compile_function
+elif _BACKEND == "torch":
+    from keras_tract.backend.torch import TrainStep, compile_function, lerp_variables
+else:
+    raise ImportError(f"keras_tract supports the jax, tensorflow and torch backends, got {_BACKEND!r}.")
+
+__all__ = ["TrainStep", "compile_function", "lerp_variables"]

@@ -1,0 +1,58 @@
+"""JAX adapters."""
+
+import jax
+import jax.numpy as jnp
+import keras
+
+
+def compile_function(model, fn, jit_compile=True):
+    """Returns `f(*args) = fn(*args)` jitted, with `model`'s variables passed at call time.
+
+    The variables travel as arguments under a `keras.StatelessScope`, so later
+    weight updates are seen and nothing is baked in as a constant.
+    """
+    variables = list(model.variables)
+
+    def stateless(values, *args):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return fn(*args)
+
+    compiled = jax.jit(stateless) if jit_compile else stateless
+    return lambda *args: compiled([v.value for v in variables], *args)
+
+
+def all_finite(loss, grads):
+    return jnp.logical_and(jnp.all(jnp.isfinite(loss)),
+                           jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in grads])))
+
+
+class TrainStep:
+    """`train_step` for JAX: the distiller's stateful core run under `keras.StatelessScope`s."""
+
+    def _mapping(self, trainable, non_trainable, optimizer, metrics):
+        return [*zip(self.trainable_variables, trainable),
+                *zip(self.non_trainable_variables, non_trainable),
+                *zip(self.optimizer.variables, optimizer),
+                *zip(self.metrics_variables, metrics)]
+
+    def train_step(self, state, data):
+        trainable, non_trainable, optimizer, metrics = state
+        x, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        with keras.StatelessScope(self._mapping(trainable, non_trainable, optimizer, metrics)) as scope:
+            x_t, sigma, target = self.make_targets(x, labels)
+        non_trainable = [scope.get_current_value(v) for v in self.non_trainable_variables]
+
+        def loss_fn(values):
+            with keras.StatelessScope(self._mapping(values, non_trainable, optimizer, metrics)):
+                return self.student_loss(x_t, sigma, target, labels)
+
+        loss, grads = jax.value_and_grad(loss_fn)(trainable)
+        finite = all_finite(loss, grads)
+        new_trainable, new_optimizer = self.optimizer.stateless_apply(optimizer, grads, trainable)
+        trainable = [jnp.where(finite, n, o) for n, o in zip(new_trainable, trainable)]
+        optimizer = [jnp.where(finite, n, o) for n, o in zip(new_optimizer, optimizer)]
+        with keras.StatelessScope(self._mapping(trainable, non_trainable, optimizer, metrics)) as scope:
+            logs = self.end_step(finite, loss)
+        non_trainable = [scope.get_current_value(v) for v in self.non_trainable_variables]
+        metrics = [scope.get_current_value(v) for v in self.metrics_variables]
+        return logs, (trainable, non_trainable, optimizer, metrics)

@@ -1,0 +1,412 @@
+"""TRACT and binary time distillation, written once in `keras.ops` (tract_spec §3 to §5).
+
+The backend adapters (`keras_tract.backend`) supply `train_step`; everything
+they call lives here: drawing indices and noise, targets, the student loss and
+the state updates after the optimizer step (EMAs, counters, phases).
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+from keras.saving import register_keras_serializable
+
+from keras_tract import backend
+from keras_tract.denoisers import EDMPrecond, expand_to
+from keras_tract.ema import clone, ema_update, freeze
+from keras_tract.schedules import Schedule
+from keras_tract.solvers import check_solver, sample
+from keras_tract.targets import ddim_to, heun_to, invert_ddim, jump_to_group_end
+
+LOSSES = ("edm", "snr_trunc")
+
+
+def check_time_schedule(time_schedule, num_steps):
+    """Validates `(T_0, ..., T_P)`: starts at `num_steps`, strictly decreasing, each divides the previous."""
+    ts = tuple(time_schedule) if isinstance(time_schedule, (list, tuple)) else None
+    if (not ts or len(ts) < 2
+            or not all(isinstance(t, (int, np.integer)) and t >= 1 for t in ts)):
+        raise ValueError(
+            f"`time_schedule` must be a sequence of at least two positive integers, "
+            f"got time_schedule={time_schedule!r}."
+        )
+    if ts[0] != num_steps:
+        raise ValueError(
+            f"`time_schedule` must start at the schedule's num_steps={num_steps}, "
+            f"got time_schedule={time_schedule!r}."
+        )
+    for a, b in zip(ts, ts[1:]):
+        if not b < a:
+            raise ValueError(f"`time_schedule` must be strictly decreasing, got time_schedule={time_schedule!r}.")
+        if a % b:
+            raise ValueError(
+                f"Each entry of `time_schedule` must divide the previous one ({b} does not divide {a}), "
+                f"got time_schedule={time_schedule!r}."
+            )
+    return tuple(int(t) for t in ts)
+
+
+def _check_momentum(name, value):
+    if value is not None and not 0.0 <= value < 1.0:
+        raise ValueError(f"`{name}` must be in [0, 1), got {name}={value!r}.")
+
+
+class Distiller(backend.TrainStep, keras.Model):
+    """Machinery shared by `TRACTDistiller` and `BinaryDistiller`.
+
+    Each optimizer step draws, per sample, a group `g` (student step `hi = g * delta
+    -> lo = hi - delta`) and an offset `k` inside it, starts at level
+    `i0 = hi - k * semi`, takes one teacher step to `i1 = i0 - semi` and a second
+    step to `i2 = lo`, and trains the student so that one DDIM step `i0 -> i2`
+    lands on that endpoint. Subclasses define the offsets and the second step.
+    """
+
+    second_step_clip = True
+
+    def __init__(self, teacher, student, schedule, time_schedule, teacher_solver, clip_teacher,
+                 inference_momentum, steps_per_phase, loss, reset_inference_ema_on_phase, seed,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(schedule, Schedule):
+            raise ValueError(f"`schedule` must be a keras_tract Schedule, got schedule={schedule!r}.")
+        check_solver(teacher_solver)
+        if loss not in LOSSES:
+            raise ValueError(f"`loss` must be one of {LOSSES}, got loss={loss!r}.")
+        if steps_per_phase is not None and (not isinstance(steps_per_phase, (int, np.integer))
+                                            or steps_per_phase < 1):
+            raise ValueError(f"`steps_per_phase` must be a positive integer, got steps_per_phase={steps_per_phase!r}.")
+        if not student.built:
+            raise ValueError(
+                f"`student` {student.name!r} must be built: call it once on a batch, "
+                "e.g. student(x[:1], sigma[:1]), before passing it."
+            )
+        self.schedule = schedule
+        self.time_schedule = check_time_schedule(time_schedule, schedule.num_steps)
+        self.num_phases = len(self.time_schedule) - 1
+        if self.num_phases > 1 and steps_per_phase is None:
+            raise ValueError(
+                f"`steps_per_phase` is required for the multi-phase time_schedule={self.time_schedule}."
+            )
+        self.teacher_solver, self.loss = teacher_solver, loss
+        self.clip_teacher = (teacher_solver == "ddim") if clip_teacher is None else bool(clip_teacher)
+        self.inference_momentum = float(inference_momentum)
+        self.steps_per_phase = None if steps_per_phase is None else int(steps_per_phase)
+        self.reset_inference_ema_on_phase = bool(reset_inference_ema_on_phase)
+        self.seed = seed
+
+        # The order of these assignments fixes the weight paths in saved files.
+        self.teacher = freeze(teacher)
+        self.student = student
+        self.inference_student = clone(student, "inference_student")
+        self.self_teacher = clone(student, "self_teacher") if self.uses_self_teacher else None
+        self.phase_teacher = clone(student, "phase_teacher") if self.num_phases > 1 else None
+        counter = lambda name: self.add_weight(  # noqa: E731
+            shape=(), dtype="int32", initializer="zeros", trainable=False, name=name)
+        self.step_count = counter("step_count")
+        self.phase = counter("phase")
+        self.skipped_steps = counter("skipped_steps")
+        self.inference_count = counter("inference_count")
+        self.self_teacher_count = counter("self_teacher_count") if self.uses_self_teacher else None
+        self.seed_generator = keras.random.SeedGenerator(seed, name="distill_seed")
+        # A saved copy of the generator's state (SeedGenerator state is not written to .keras files).
+        state = self.seed_generator.state
+        self.rng_state = self.add_weight(shape=state.shape, dtype=state.dtype, trainable=False,
+                                         initializer=lambda shape, dtype: ops.copy(state.value),
+                                         name="rng_state")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+        n, ts = schedule.num_steps, self.time_schedule
+        self._semi = np.array([n // t for t in ts[:-1]], "int32")
+        self._delta = np.array([n // t for t in ts[1:]], "int32")
+        self._offsets = np.array([self.num_offsets(a // b) for a, b in zip(ts[:-1], ts[1:])], "int32")
+        self.built = True
+
+    uses_self_teacher = True
+
+    def num_offsets(self, group_size):
+        """How many start levels a group of `group_size` teacher steps offers."""
+        return group_size
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    # --- One step of distillation ------------------------------------------------
+
+    def draw(self, x):
+        """Per-sample noise `(B, ...)`, group `g` in `[1, groups]` and offset `k` in `[0, S)` for this phase."""
+        batch = ops.shape(x)[0]
+        phase = ops.minimum(self.phase, self.num_phases - 1)
+        groups = ops.take(ops.convert_to_tensor(np.array(self.time_schedule[1:], "int32")), phase)
+        offsets = ops.take(ops.convert_to_tensor(self._offsets), phase)
+        u = keras.random.uniform((2, batch), seed=self.seed_generator)
+        group = 1 + ops.minimum(ops.cast(u[0] * ops.cast(groups, "float32"), "int32"), groups - 1)
+        offset = ops.minimum(ops.cast(u[1] * ops.cast(offsets, "float32"), "int32"), offsets - 1)
+        noise = keras.random.normal(ops.shape(x), seed=self.seed_generator)
+        return noise, group, offset
+
+    def levels(self, group, offset):
+        """Grid indices `(i0, i1, i2)` of the start, the teacher step's end and the group's end."""
+        phase = ops.minimum(self.phase, self.num_phases - 1)
+        semi = ops.take(ops.convert_to_tensor(self._semi), phase)
+        delta = ops.take(ops.convert_to_tensor(self._delta), phase)
+        i0 = delta * group - semi * offset
+        return i0, i0 - semi, delta * (group - 1)
+
+    def teacher_step(self, x, s0, s1, labels):
+        """The phase's teacher from `s0` to `s1`: the given teacher, then the previous phase's student."""
+
+        def original():
+            step = heun_to if self.teacher_solver == "heun" else ddim_to
+            return step(self.teacher, x, s0, s1, labels, self.clip_teacher)
+
+        if self.phase_teacher is None:
+            return original()
+        refreshed = lambda: ddim_to(self.phase_teacher, x, s0, s1, labels, self.second_step_clip)  # noqa: E731
+        return ops.cond(ops.equal(self.phase, 0), original, refreshed)
+
+    def second_step(self, x1, s1, s2, at_end, labels):
+        raise NotImplementedError
+
+    def distillation_targets(self, x, noise, group, offset, labels=None):
+        """Returns `(x_t, sigma, target)`: the noisy input at `i0`, its level `(B,)` and the x0 target."""
+        i0, i1, i2 = self.levels(group, offset)
+        sigmas = ops.convert_to_tensor(self.schedule.sigmas.astype("float32"))
+        s0, s1, s2 = ops.take(sigmas, i0), ops.take(sigmas, i1), ops.take(sigmas, i2)
+        x = ops.cast(x, "float32")
+        x_t = x + expand_to(s0, x) * ops.cast(noise, "float32")
+        x1 = self.teacher_step(x_t, s0, s1, labels)
+        x2 = self.second_step(x1, s1, s2, ops.equal(i1, i2), labels)
+        return x_t, s0, ops.stop_gradient(invert_ddim(x_t, x2, s0, s2))
+
+    def make_targets(self, x, labels=None):
+        noise, group, offset = self.draw(x)
+        return self.distillation_targets(x, noise, group, offset, labels)
+
+    def student_loss(self, x_t, sigma, target, labels=None):
+        """`"edm"`: MSE of the raw network output F (= EDM's lambda(sigma)-weighted MSE of D).
+        `"snr_trunc"`: `max(SNR, 1)`-weighted squared error of x0, summed over elements."""
+        student = self.student
+        if self.loss == "edm" and isinstance(student, EDMPrecond):
+            c_skip, c_out = student.scalings(sigma, x_t)
+            pred = student.network_output(x_t, sigma, labels, training=True)
+            return ops.mean(ops.square(pred - (target - c_skip * x_t) / c_out))
+        pred = student(x_t, sigma, labels, training=True) if labels is not None else student(
+            x_t, sigma, training=True)
+        err = ops.reshape(ops.square(ops.cast(pred, "float32") - target), (ops.shape(x_t)[0], -1))
+        if self.loss == "edm":
+            data = 0.5
+            weight = (ops.square(sigma) + data**2) / ops.square(sigma * data)
+            return ops.mean(weight[:, None] * err)
+        weight = ops.maximum(1.0 / ops.square(sigma), 1.0)
+        return ops.mean(weight * ops.sum(err, axis=1))
+
+    def end_step(self, finite, loss):
+        """State updates after the optimizer step; `finite` False means the step was skipped."""
+        if self.self_teacher is not None:
+            ema_update(self.self_teacher, self.student, self.self_teacher_momentum,
+                       self.self_teacher_count, finite)
+        ema_update(self.inference_student, self.student, self.inference_momentum,
+                   self.inference_count, finite)
+        self.rng_state.assign(ops.copy(self.seed_generator.state.value))
+        self.skipped_steps.assign(self.skipped_steps + 1 - ops.cast(finite, "int32"))
+        step = self.step_count + 1
+        self.step_count.assign(step)
+        if self.phase_teacher is not None:
+            phase = ops.minimum(step // self.steps_per_phase, self.num_phases - 1)
+            changed = ops.not_equal(phase, self.phase)
+            for dst, src in zip(self.phase_teacher.weights, self.inference_student.weights):
+                dst.assign(ops.where(changed, src.value, dst.value))
+            if self.reset_inference_ema_on_phase:
+                self.inference_count.assign(ops.where(changed, 0, self.inference_count.value))
+            self.phase.assign(phase)
+        self.loss_tracker.update_state(ops.where(finite, loss, 0.0), sample_weight=ops.cast(finite, "float32"))
+        return {"loss": self.loss_tracker.result(), "phase": self.phase.value,
+                "skipped": self.skipped_steps.value}
+
+    # --- fit, sampling, saving ---------------------------------------------------
+
+    def fit(self, x=None, *args, **kwargs):
+        self.check_batch(x)
+        if hasattr(x, "element_spec"):
+            kwargs.setdefault("shuffle", False)  # a tf.data pipeline shuffles itself
+        if self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+        return super().fit(x, *args, **kwargs)
+
+    def check_batch(self, data):
+        """Checks the first batch of `data` (arrays or tf.data): float in [-1, 1], shapes that fit."""
+        if hasattr(data, "element_spec") and hasattr(data, "take"):
+            data = next(iter(data.take(1)))
+        if not isinstance(data, (np.ndarray, tuple, list)) and not hasattr(data, "numpy"):
+            return
+        x, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.floating):
+            raise ValueError(
+                f"Training data must be floats in [-1, 1], got dtype {x.dtype}; "
+                "convert uint8 images with x / 127.5 - 1."
+            )
+        if x.size and np.abs(x).max() > 1.0 + 1e-3:
+            raise ValueError(
+                f"Training data must lie in [-1, 1], got values in [{x.min():.4g}, {x.max():.4g}]; "
+                "convert uint8 images with x / 127.5 - 1."
+            )
+        x1 = x[:1].astype("float32")
+        args = (x1, np.ones((1,), "float32")) + (() if labels is None else (np.asarray(labels)[:1],))
+        shapes = {}
+        for role in ("teacher", "student"):
+            try:
+                shapes[role] = tuple(getattr(self, role)(*args).shape)[1:]
+            except Exception as error:  # report which model does not fit the data
+                raise ValueError(f"The {role} cannot denoise data of shape {x1.shape[1:]}: {error}") from error
+        if not shapes["teacher"] == shapes["student"] == x1.shape[1:]:
+            raise ValueError(
+                f"Teacher and student must map data of shape {x1.shape[1:]} to the same shape, "
+                f"got teacher output {shapes['teacher']} and student output {shapes['student']}."
+            )
+
+    def current_steps(self):
+        """The student step count of the current phase."""
+        return self.time_schedule[min(int(ops.convert_to_numpy(self.phase)), self.num_phases - 1) + 1]
+
+    def generate(self, noise, steps=None, labels=None):
+        """Samples with the inference EMA: DDIM with clipping from `sigma_max * noise`.
+
+        Args:
+            noise: `(B, ...)` standard-normal noise. steps: student steps, default
+                the current phase's. labels: optional `(B, num_classes)` one-hot.
+        """
+        steps = self.current_steps() if steps is None else steps
+        return sample(self.inference_student, self.schedule, noise, steps=steps, solver="ddim",
+                      labels=labels, clip_denoised=True)
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        self.seed_generator.state.assign(ops.copy(self.rng_state.value))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "teacher": keras.saving.serialize_keras_object(self.teacher),
+            "student": keras.saving.serialize_keras_object(self.student),
+            "schedule": keras.saving.serialize_keras_object(self.schedule),
+            "time_schedule": list(self.time_schedule),
+            "teacher_solver": self.teacher_solver,
+            "clip_teacher": self.clip_teacher,
+            "inference_momentum": self.inference_momentum,
+            "steps_per_phase": self.steps_per_phase,
+            "loss": self.loss,
+            "reset_inference_ema_on_phase": self.reset_inference_ema_on_phase,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        for key in ("teacher", "student", "schedule"):
+            config[key] = keras.saving.deserialize_keras_object(config[key], custom_objects=custom_objects)
+        return cls(**config)
+
+
+@register_keras_serializable(package="keras_tract")
+class TRACTDistiller(Distiller):
+    """Transitive Closure Time-Distillation (Berthelot et al. 2023).
+
+    A time schedule `(T_0, ..., T_P)` defines P phases; phase p distills a
+    `T_p`-step teacher into a `T_{p+1}`-step student. Each target is one teacher
+    step followed by a self-teacher (an EMA of the student) jump to the end of
+    the sample's group. At each phase boundary the teacher becomes a copy of the
+    inference EMA, which then samples with clipped DDIM steps.
+
+    Args:
+        teacher: a VE denoiser (`EDMPrecond`, `VPDenoiser`, `GaussianMixtureDenoiser`, ...).
+        student: a built, trainable VE denoiser with the teacher's output shape,
+            usually a copy of the teacher.
+        schedule: the teacher's `Schedule`.
+        time_schedule: `(T_0, ..., T_P)`, `T_0 = schedule.num_steps`, strictly
+            decreasing, each dividing the previous.
+        teacher_solver: `"heun"` (EDM teachers, unclipped) or `"ddim"` (cosine
+            teachers, clipped as in the official VP code).
+        self_teacher_momentum: mu_S of the self-teacher EMA.
+        ema_residual: sets mu_I = ema_residual ** (1 / steps_per_phase).
+        steps_per_phase: optimizer steps per phase (`train_len / (batch * P)`).
+        inference_momentum: mu_I given directly instead of `ema_residual`.
+        loss: `"edm"` (F-space MSE) or `"snr_trunc"` (max(SNR, 1) weighted,
+            summed over elements).
+        reset_inference_ema_on_phase: restart the inference EMA at each boundary.
+        clip_teacher: override the clipping of the given teacher's steps.
+        seed: int, seeds the per-step draws of levels and noise.
+
+    Example:
+    >>> distiller = TRACTDistiller(teacher, student, KarrasSchedule(40), (40, 1), steps_per_phase=2000)
+    >>> distiller.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-8))
+    >>> distiller.fit(dataset, epochs=1, steps_per_epoch=2000)
+    >>> x = distiller.generate(np.random.randn(16, 2))
+    """
+
+    def __init__(self, teacher, student, schedule, time_schedule=(40, 1), teacher_solver="heun",
+                 self_teacher_momentum=0.5, ema_residual=1e-3, steps_per_phase=None,
+                 inference_momentum=None, loss="edm", reset_inference_ema_on_phase=False,
+                 clip_teacher=None, seed=0, **kwargs):
+        _check_momentum("self_teacher_momentum", self_teacher_momentum)
+        _check_momentum("inference_momentum", inference_momentum)
+        if inference_momentum is None:
+            if not 0.0 < ema_residual < 1.0:
+                raise ValueError(f"`ema_residual` must be in (0, 1), got ema_residual={ema_residual!r}.")
+            if steps_per_phase is None:
+                raise ValueError("`steps_per_phase` (or `inference_momentum`) is required to set mu_I.")
+            inference_momentum = math.exp(math.log(ema_residual) / steps_per_phase)
+        super().__init__(teacher, student, schedule, time_schedule, teacher_solver, clip_teacher,
+                         inference_momentum, steps_per_phase, loss, reset_inference_ema_on_phase,
+                         seed, **kwargs)
+        self.self_teacher_momentum = float(self_teacher_momentum)
+        self.ema_residual = ema_residual
+
+    def second_step(self, x1, s1, s2, at_end, labels):
+        return jump_to_group_end(self.self_teacher, x1, s1, s2, at_end, labels, clip_denoised=True)
+
+    def get_config(self):
+        return {**super().get_config(), "self_teacher_momentum": self.self_teacher_momentum,
+                "ema_residual": self.ema_residual}
+
+
+@register_keras_serializable(package="keras_tract")
+class BinaryDistiller(Distiller):
+    """Binary time distillation (progressive distillation, Salimans & Ho 2022), TRACT's baseline.
+
+    Every phase halves the step count: `time_schedule` must be `(T, T/2, ..., )`.
+    The target of a student step is two unclipped teacher steps (tract_spec §5);
+    there is no self-teacher. The inference EMA has a fixed momentum.
+
+    Args:
+        teacher, student, schedule, teacher_solver, steps_per_phase, loss,
+        reset_inference_ema_on_phase, seed: as in `TRACTDistiller`.
+        time_schedule: halving sequence from `schedule.num_steps`; default
+            halves down to 1 (`num_steps` must then be a power of two).
+        inference_momentum: mu_I, default 0.9995 (the official default).
+    """
+
+    uses_self_teacher = False
+    second_step_clip = False
+
+    def __init__(self, teacher, student, schedule, time_schedule=None, teacher_solver="ddim",
+                 steps_per_phase=None, inference_momentum=0.9995, loss="snr_trunc",
+                 reset_inference_ema_on_phase=False, clip_teacher=False, seed=0, **kwargs):
+        _check_momentum("inference_momentum", inference_momentum)
+        if time_schedule is None:
+            n = schedule.num_steps
+            time_schedule = [n >> p for p in range(n.bit_length()) if n >> p]
+        ts = tuple(time_schedule)
+        if any(a != 2 * b for a, b in zip(ts, ts[1:])):
+            raise ValueError(f"`time_schedule` must halve at every phase, got time_schedule={time_schedule!r}.")
+        super().__init__(teacher, student, schedule, ts, teacher_solver, clip_teacher,
+                         inference_momentum, steps_per_phase, loss, reset_inference_ema_on_phase,
+                         seed, **kwargs)
+
+    def num_offsets(self, group_size):
+        return 1
+
+    def second_step(self, x1, s1, s2, at_end, labels):
+        return self.teacher_step(x1, s1, s2, labels)

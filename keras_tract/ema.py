@@ -1,0 +1,63 @@
+"""Bias-corrected exponential moving averages over frozen copies of a model (tract_spec §4.1)."""
+
+import math
+
+from keras import ops
+
+from keras_tract import backend
+
+
+def freeze(model):
+    """Makes every variable of `model` non-trainable (toggled: TF skips a False -> False assignment)."""
+    model.trainable = True
+    model.trainable = False
+    return model
+
+
+def _unshared(config):
+    """`config` without `shared_object_id` keys, so deserializing makes new objects even inside
+    `load_model` (whose object-sharing scope would otherwise hand back the source's sub-layers)."""
+    if isinstance(config, dict):
+        return {k: _unshared(v) for k, v in config.items() if k != "shared_object_id"}
+    if isinstance(config, list):
+        return [_unshared(v) for v in config]
+    return config
+
+
+def clone(denoiser, name):
+    """A frozen copy of `denoiser` (same class and config, its current weights), built like it."""
+    copy = type(denoiser).from_config(_unshared({**denoiser.get_config(), "name": name}))
+    build_config = denoiser.get_build_config()
+    if build_config and not copy.built:
+        copy.build_from_config(build_config)
+    copy.set_weights(denoiser.get_weights())
+    return freeze(copy)
+
+
+def ema_update(average, source, momentum, counter, active):
+    """One bias-corrected EMA step of `average`'s weights towards `source`'s, where `active`.
+
+    `counter <- counter + 1`, `d = (1 - momentum) / (1 - momentum^counter)` and
+    `w_avg <- w_avg + d (w_src - w_avg)`: the average of the source iterates since
+    the counter was last zero, weighted by `momentum^age`. Where `active` is
+    False (a skipped step) nothing changes.
+
+    Args:
+        average, source: models with matching `weights`.
+        momentum: Python float in [0, 1).
+        counter: int32 scalar variable, the number of updates so far.
+        active: bool scalar tensor.
+    """
+    count = counter + ops.cast(active, "int32")
+    if momentum == 0.0:
+        rate = ops.ones((), "float32")
+    else:
+        decay = ops.cast(count, "float32") * math.log(momentum)
+        rate = (1.0 - momentum) / -ops.expm1(ops.minimum(decay, -1e-30))
+    rate = ops.where(active, rate, 0.0)
+    floats = [(a, s) for a, s in zip(average.weights, source.weights) if "float" in str(a.dtype)]
+    backend.lerp_variables([a for a, _ in floats], [s for _, s in floats], rate)
+    for avg, src in zip(average.weights, source.weights):
+        if "float" not in str(avg.dtype):
+            avg.assign(ops.where(active, src.value, avg.value))
+    counter.assign(count)

@@ -1,0 +1,125 @@
+"""Deterministic probability-flow ODE steps in VE form, and a compiled sampler.
+
+Every step takes per-sample noise levels `sigma`, `sigma_next` of shape `(B,)`
+so the same code serves samplers (one level for the batch) and distillation
+targets (a level per sample).
+"""
+
+import weakref
+
+from keras import ops
+
+from keras_tract import backend
+from keras_tract.denoisers import expand_to
+
+SOLVERS = ("heun", "ddim")
+
+
+def _float32(*tensors):
+    return [ops.cast(ops.convert_to_tensor(t), "float32") for t in tensors]
+
+
+def denoise(denoiser, x, sigma, labels=None, clip_denoised=False):
+    """`denoiser(x, sigma, labels)`, optionally clipped to [-1, 1]."""
+    x0 = denoiser(x, sigma, labels) if labels is not None else denoiser(x, sigma)
+    return ops.clip(x0, -1.0, 1.0) if clip_denoised else x0
+
+
+def ddim_step(denoiser, x, sigma, sigma_next, labels=None, clip_denoised=False):
+    """One DDIM step (= Euler step of dx/dsigma = (x - D) / sigma) from `sigma` to `sigma_next`.
+
+    `x_next = x0 + sigma_next (x - x0) / sigma` with `x0 = D(x; sigma)`; at
+    `sigma_next = 0` it returns `x0`.
+    """
+    x, sigma, sigma_next = _float32(x, sigma, sigma_next)
+    x0 = denoise(denoiser, x, sigma, labels, clip_denoised)
+    return ddim_from_denoised(x, x0, sigma, sigma_next)
+
+
+def ddim_from_denoised(x, x0, sigma, sigma_next):
+    """The DDIM step given the clean estimate `x0` at `(x, sigma)`."""
+    ratio = expand_to(sigma_next / sigma, x)
+    return x0 + ratio * (x - x0)
+
+
+def heun_step(denoiser, x, sigma, sigma_next, labels=None, clip_denoised=False):
+    """EDM's deterministic Heun step (Algorithm 1, S_churn = 0) to `sigma_next > 0`."""
+    x, sigma, sigma_next = _float32(x, sigma, sigma_next)
+    step = expand_to(sigma_next - sigma, x)
+    d0 = (x - denoise(denoiser, x, sigma, labels, clip_denoised)) / expand_to(sigma, x)
+    x_euler = x + step * d0
+    d1 = (x_euler - denoise(denoiser, x_euler, sigma_next, labels, clip_denoised)) / expand_to(
+        sigma_next, x
+    )
+    return x + step * 0.5 * (d0 + d1)
+
+
+def check_solver(solver):
+    if solver not in SOLVERS:
+        raise ValueError(f"`solver` must be one of {SOLVERS}, got solver={solver!r}.")
+
+
+_CACHE = weakref.WeakKeyDictionary()
+
+
+def _sampler(denoiser, levels, solver, clip_denoised, jit_compile):
+    """A compiled `f(noise, labels)` walking the descending float64 `levels`."""
+    last_to_zero = solver == "heun" and levels[-1] == 0.0
+    table = levels.astype("float32")
+    num_loop = len(levels) - 1 - int(last_to_zero)
+    step = heun_step if solver == "heun" else ddim_step
+
+    def run(noise, labels):
+        sigmas = ops.convert_to_tensor(table)
+        ones = ops.ones((ops.shape(noise)[0],), "float32")
+        x = ops.cast(noise, "float32") * sigmas[0]
+
+        def body(i, x):
+            return step(denoiser, x, ones * sigmas[i], ones * sigmas[i + 1], labels, clip_denoised)
+
+        if num_loop:
+            x = ops.fori_loop(0, num_loop, body, x)
+        if last_to_zero:  # EDM's final Euler step to sigma = 0 is D itself
+            x = denoise(denoiser, x, ones * sigmas[-2], labels, clip_denoised)
+        return x
+
+    kwargs = {} if jit_compile is None else {"jit_compile": jit_compile}
+    return backend.compile_function(denoiser, run, **kwargs)
+
+
+def sample(denoiser, schedule, noise, steps=None, solver="heun", labels=None,
+           clip_denoised=False, jit_compile=None):
+    """Solves the probability-flow ODE from `schedule.sigmas[-1] * noise` down to level 0.
+
+    Args:
+        denoiser: a VE denoiser `D(x, sigma, labels=None)`.
+        schedule: a `Schedule`; its levels are walked from the top.
+        noise: `(B, ...)` standard-normal noise.
+        steps: int dividing `schedule.num_steps`; walks every
+            `num_steps // steps`-th level. Default: all levels.
+        solver: `"heun"` (EDM; 2 evaluations a step, `2 steps - 1` when the last
+            level is 0) or `"ddim"` (1 evaluation a step).
+        labels: optional `(B, num_classes)` one-hot labels.
+        clip_denoised: bool, clip each denoised estimate to [-1, 1].
+        jit_compile: None for the backend's default (XLA on JAX and TensorFlow,
+            eager `no_grad` on PyTorch), or a bool.
+
+    Returns:
+        float32 tensor with the shape of `noise`: the sample at level 0.
+
+    The compiled function is cached per denoiser and reads its weights at each
+    call, so it can be reused while the weights train.
+    """
+    check_solver(solver)
+    steps = schedule.num_steps if steps is None else steps
+    levels = schedule.coarse_sigmas(steps)[::-1]
+    noise = ops.convert_to_tensor(noise, "float32")
+    if len(noise.shape) < 2:
+        raise ValueError(f"`noise` must have shape (B, ...), got noise.shape={tuple(noise.shape)}.")
+    if not denoiser.built:  # build outside the compiled function
+        denoise(denoiser, noise[:1], ops.ones((1,)), None if labels is None else labels[:1])
+    key = (tuple(levels.tolist()), solver, bool(clip_denoised), jit_compile)
+    cache = _CACHE.setdefault(denoiser, {})
+    if key not in cache:
+        cache[key] = _sampler(denoiser, levels, solver, clip_denoised, jit_compile)
+    return cache[key](noise, labels)

@@ -1,0 +1,178 @@
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import circle_mixture, mixture_data, mlp_student, to_numpy
+
+import keras_tract
+from keras_tract import GaussianMixtureDenoiser, KarrasSchedule, TRACTDistiller
+
+BACKEND = keras.config.backend()
+
+
+def make_distiller(time_schedule=(40, 1), steps_per_phase=4, hidden=32, **kwargs):
+    teacher = GaussianMixtureDenoiser(*circle_mixture())
+    return TRACTDistiller(teacher, mlp_student(hidden=hidden, seed=1), KarrasSchedule(40), time_schedule,
+                          steps_per_phase=steps_per_phase, **kwargs)
+
+
+def compiled(distiller, lr=1e-3):
+    distiller.compile(optimizer=keras.optimizers.Adam(lr, epsilon=1e-8))
+    return distiller
+
+
+def weights_of(model):
+    return [np.array(w) for w in model.get_weights()]
+
+
+def assert_weights_equal(a, b, **tol):
+    for wa, wb in zip(weights_of(a), weights_of(b), strict=True):
+        np.testing.assert_allclose(wa, wb, **tol)
+
+
+def test_learns_one_step_sampler_from_exact_teacher():
+    """2-D mixture of 8 Gaussians, (40, 1): 1-step student vs the teacher's 40-step Heun samples."""
+    import tensorflow as tf
+
+    steps = 1500
+    teacher = GaussianMixtureDenoiser(*circle_mixture())
+    schedule = KarrasSchedule(40)
+    distiller = TRACTDistiller(teacher, mlp_student(hidden=128, depth=3), schedule, (40, 1),
+                               steps_per_phase=steps)
+    lr = keras.optimizers.schedules.CosineDecay(3e-3, steps)
+    distiller.compile(optimizer=keras.optimizers.Adam(lr, epsilon=1e-8))
+    data = tf.data.Dataset.from_tensor_slices(mixture_data(100_000)).shuffle(10_000, seed=0)
+    distiller.fit(data.repeat().batch(256, drop_remainder=True), epochs=1, steps_per_epoch=steps, verbose=0)
+
+    noise = np.random.default_rng(1).standard_normal((2000, 2)).astype("float32")
+    reference = to_numpy(keras_tract.sample(teacher, schedule, noise))
+    rmse = lambda x: float(np.sqrt(np.mean(np.sum((to_numpy(x) - reference) ** 2, axis=-1))))  # noqa: E731
+    student = rmse(distiller.generate(noise, steps=1))
+    naive = rmse(keras_tract.sample(teacher, schedule, noise, steps=1, solver="ddim"))
+    print(f"1-step RMSE to the 40-step teacher: TRACT {student:.4f}, naive teacher {naive:.4f}")
+    assert naive > 0.5
+    assert student < 0.1
+    assert int(to_numpy(distiller.skipped_steps)) == 0
+
+
+def test_phases_refresh_teacher_and_give_each_step_count():
+    distiller = compiled(make_distiller((40, 8, 1), steps_per_phase=3))
+    x = mixture_data(5 * 16)
+    distiller.fit(x[:48], batch_size=16, epochs=1, shuffle=False, verbose=0)
+    assert int(to_numpy(distiller.phase)) == 1 and distiller.current_steps() == 1
+    assert_weights_equal(distiller.phase_teacher, distiller.inference_student, rtol=0, atol=0)
+    snapshot = weights_of(distiller.phase_teacher)
+    history = distiller.fit(x[48:], batch_size=16, epochs=1, shuffle=False, verbose=0)
+    assert history.history["phase"][-1] == 1
+    for a, b in zip(snapshot, weights_of(distiller.phase_teacher)):
+        np.testing.assert_array_equal(a, b)  # the teacher stays fixed inside a phase
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(snapshot, weights_of(distiller.inference_student)))
+    noise = np.random.default_rng(0).standard_normal((4, 2)).astype("float32")
+    assert to_numpy(distiller.generate(noise)).shape == (4, 2)
+    eight = to_numpy(distiller.generate(noise, steps=8))
+    assert eight.shape == (4, 2) and np.abs(eight).max() <= 1.0
+
+
+def test_save_mid_phase_and_resume_equals_uninterrupted(tmp_path):
+    x = mixture_data(6 * 8, seed=3)
+    straight = compiled(make_distiller((40, 8, 1), steps_per_phase=4))
+    straight.fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0)
+
+    first = compiled(make_distiller((40, 8, 1), steps_per_phase=4))
+    first.fit(x[:24], batch_size=8, epochs=1, shuffle=False, verbose=0)
+    path = str(tmp_path / "run.keras")
+    first.save(path)
+    resumed = keras.saving.load_model(path)
+    assert len(resumed.trainable_variables) == len(resumed.student.trainable_variables)
+    assert int(to_numpy(resumed.optimizer.iterations)) == 3
+    for name in ("student", "inference_student", "self_teacher", "phase_teacher"):
+        assert_weights_equal(getattr(resumed, name), getattr(first, name), rtol=0, atol=0)
+    resumed.fit(x[24:], batch_size=8, epochs=1, shuffle=False, verbose=0)
+
+    assert int(to_numpy(resumed.phase)) == int(to_numpy(straight.phase)) == 1
+    for name in ("student", "inference_student", "self_teacher", "phase_teacher"):
+        assert_weights_equal(getattr(resumed, name), getattr(straight, name), rtol=1e-6, atol=1e-7)
+    assert int(to_numpy(resumed.inference_count)) == int(to_numpy(straight.inference_count)) == 6
+
+
+def test_inference_student_saves_on_its_own(tmp_path):
+    distiller = compiled(make_distiller())
+    distiller.fit(mixture_data(16), batch_size=8, epochs=1, shuffle=False, verbose=0)
+    path = str(tmp_path / "student.keras")
+    distiller.inference_student.save(path)
+    loaded = keras.saving.load_model(path)
+    noise = np.random.default_rng(0).standard_normal((4, 2)).astype("float32")
+    np.testing.assert_allclose(to_numpy(keras_tract.sample(loaded, distiller.schedule, noise, steps=1,
+                                                           solver="ddim", clip_denoised=True)),
+                               to_numpy(distiller.generate(noise, steps=1)), rtol=1e-6, atol=1e-6)
+
+
+def test_non_finite_step_is_skipped():
+    x = mixture_data(16)
+    reference = compiled(make_distiller())
+    reference.fit(x[:8], batch_size=8, epochs=1, shuffle=False, verbose=0)
+    bad = x.copy()
+    bad[9, 0] = np.nan
+    distiller = compiled(make_distiller())
+    history = distiller.fit(bad, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    assert history.history["skipped"][-1] == 1
+    assert np.isfinite(history.history["loss"][-1])
+    for name in ("student", "inference_student", "self_teacher"):
+        assert_weights_equal(getattr(distiller, name), getattr(reference, name), rtol=1e-6, atol=1e-7)
+    assert int(to_numpy(distiller.optimizer.iterations)) == 1
+
+
+def test_only_student_is_trainable():
+    distiller = make_distiller((40, 8, 1))
+    assert [v.path for v in distiller.trainable_variables] == [
+        v.path for v in distiller.student.trainable_variables]
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="runs all three backends itself; once is enough")
+def test_cross_backend_parity(tmp_path):
+    here = os.path.dirname(__file__)
+    results = {}
+    for backend in ("jax", "tensorflow", "torch"):
+        path = str(tmp_path / f"{backend}.npz")
+        env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": here}
+        subprocess.run([sys.executable, os.path.join(here, "parity_step.py"), path], env=env, check=True,
+                       capture_output=True)
+        results[backend] = dict(np.load(path))
+    base = results["jax"]
+    assert any(np.abs(base[k]).max() > 0 for k in base)
+    for backend in ("tensorflow", "torch"):
+        assert base.keys() == results[backend].keys()
+        for key in base:
+            np.testing.assert_allclose(results[backend][key], base[key], rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{backend}: {key}")
+
+
+@pytest.mark.parametrize("time_schedule, message", [
+    ((20, 1), "must start at"),
+    ((40, 40, 1), "strictly decreasing"),
+    ((40, 3, 1), "3 does not divide 40"),
+    ((40,), "at least two"),
+])
+def test_bad_time_schedule(time_schedule, message):
+    with pytest.raises(ValueError, match=message):
+        make_distiller(time_schedule)
+
+
+def test_bad_data_and_shapes():
+    distiller = compiled(make_distiller())
+    with pytest.raises(ValueError, match="dtype uint8"):
+        distiller.fit(np.full((8, 2), 200, "uint8"), batch_size=8, verbose=0)
+    with pytest.raises(ValueError, match=r"\[-1, 1\], got values in \[0, 255\]"):
+        distiller.fit(np.full((8, 2), 255.0, "float32") * np.array([0, 1], "float32"), batch_size=8, verbose=0)
+    wide = TRACTDistiller(GaussianMixtureDenoiser(*circle_mixture()), mlp_student(dim=3), KarrasSchedule(40),
+                          (40, 1), steps_per_phase=4)
+    wide.compile(optimizer="adam")
+    with pytest.raises(ValueError, match=r"student cannot denoise data of shape \(2,\)"):
+        wide.fit(np.zeros((8, 2), "float32"), batch_size=8, verbose=0)
+    with pytest.raises(ValueError, match="self_teacher_momentum=1.5"):
+        make_distiller(self_teacher_momentum=1.5)
+    with pytest.raises(ValueError, match="loss='l1'"):
+        make_distiller(loss="l1")
