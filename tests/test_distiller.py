@@ -176,3 +176,17 @@ def test_bad_data_and_shapes():
         make_distiller(self_teacher_momentum=1.5)
     with pytest.raises(ValueError, match="loss='l1'"):
         make_distiller(loss="l1")
+
+
+def test_binary_distiller_halves_through_its_phases():
+    distiller = keras_tract.BinaryDistiller(GaussianMixtureDenoiser(*circle_mixture()), mlp_student(seed=2),
+                                            KarrasSchedule(8), steps_per_phase=2)
+    compiled(distiller).fit(mixture_data(7 * 8), batch_size=8, epochs=1, shuffle=False, verbose=0)
+    assert distiller.time_schedule == (8, 4, 2, 1)
+    assert int(to_numpy(distiller.phase)) == 2 and distiller.current_steps() == 1
+    assert distiller.self_teacher is None
+    noise = np.random.default_rng(0).standard_normal((3, 2)).astype("float32")
+    assert np.all(np.isfinite(to_numpy(distiller.generate(noise, steps=2))))
+    with pytest.raises(ValueError, match="halve"):
+        keras_tract.BinaryDistiller(GaussianMixtureDenoiser(*circle_mixture()), mlp_student(),
+                                    KarrasSchedule(8), time_schedule=(8, 2, 1), steps_per_phase=2)

@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 from conftest import circle_mixture, mlp_student, to_numpy
 
-from keras_tract import (BinaryDistiller, CosineSchedule, GaussianMixtureDenoiser, KarrasSchedule,
-                         TRACTDistiller, VPDenoiser)
+from keras_tract import (
+    BinaryDistiller,
+    CosineSchedule,
+    GaussianMixtureDenoiser,
+    KarrasSchedule,
+    TRACTDistiller,
+    VPDenoiser,
+)
 from keras_tract.networks import MLPNetwork
 
 
