@@ -12,12 +12,13 @@ import numpy as np
 from keras import ops
 from keras.saving import register_keras_serializable
 
-from keras_tract import backend
-from keras_tract.denoisers import EDMPrecond, expand_to
+from keras_tract.denoisers import expand_to
 from keras_tract.ema import clone, ema_update, freeze
+from keras_tract.losses import edm_errors, snr_trunc_errors
 from keras_tract.schedules import Schedule
 from keras_tract.solvers import check_solver, sample
 from keras_tract.targets import ddim_to, heun_to, invert_ddim, jump_to_group_end
+from keras_tract.trainer import Trainer
 
 LOSSES = ("edm", "snr_trunc")
 
@@ -52,7 +53,7 @@ def _check_momentum(name, value):
         raise ValueError(f"`{name}` must be in [0, 1), got {name}={value!r}.")
 
 
-class Distiller(backend.TrainStep, keras.Model):
+class Distiller(Trainer):
     """Machinery shared by `TRACTDistiller` and `BinaryDistiller`.
 
     Each optimizer step draws, per sample, a group `g` (student step `hi = g * delta
@@ -67,7 +68,7 @@ class Distiller(backend.TrainStep, keras.Model):
     def __init__(self, teacher, student, schedule, time_schedule, teacher_solver, clip_teacher,
                  inference_momentum, steps_per_phase, loss, reset_inference_ema_on_phase, seed,
                  **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
         if not isinstance(schedule, Schedule):
             raise ValueError(f"`schedule` must be a keras_tract Schedule, got schedule={schedule!r}.")
         check_solver(teacher_solver)
@@ -93,7 +94,6 @@ class Distiller(backend.TrainStep, keras.Model):
         self.inference_momentum = float(inference_momentum)
         self.steps_per_phase = None if steps_per_phase is None else int(steps_per_phase)
         self.reset_inference_ema_on_phase = bool(reset_inference_ema_on_phase)
-        self.seed = seed
 
         # The order of these assignments fixes the weight paths in saved files.
         self.teacher = freeze(teacher)
@@ -101,20 +101,9 @@ class Distiller(backend.TrainStep, keras.Model):
         self.inference_student = clone(student, "inference_student")
         self.self_teacher = clone(student, "self_teacher") if self.uses_self_teacher else None
         self.phase_teacher = clone(student, "phase_teacher") if self.num_phases > 1 else None
-        counter = lambda name: self.add_weight(  # noqa: E731
-            shape=(), dtype="int32", initializer="zeros", trainable=False, name=name)
-        self.step_count = counter("step_count")
-        self.phase = counter("phase")
-        self.skipped_steps = counter("skipped_steps")
-        self.inference_count = counter("inference_count")
-        self.self_teacher_count = counter("self_teacher_count") if self.uses_self_teacher else None
-        self.seed_generator = keras.random.SeedGenerator(seed, name="distill_seed")
-        # A saved copy of the generator's state (SeedGenerator state is not written to .keras files).
-        state = self.seed_generator.state
-        self.rng_state = self.add_weight(shape=state.shape, dtype=state.dtype, trainable=False,
-                                         initializer=lambda shape, dtype: ops.copy(state.value),
-                                         name="rng_state")
-        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.phase = self.add_counter("phase")
+        self.inference_count = self.add_counter("inference_count")
+        self.self_teacher_count = self.add_counter("self_teacher_count") if self.uses_self_teacher else None
 
         n, ts = schedule.num_steps, self.time_schedule
         self._semi = np.array([n // t for t in ts[:-1]], "int32")
@@ -127,10 +116,6 @@ class Distiller(backend.TrainStep, keras.Model):
     def num_offsets(self, group_size):
         """How many start levels a group of `group_size` teacher steps offers."""
         return group_size
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker]
 
     # --- One step of distillation ------------------------------------------------
 
@@ -180,27 +165,19 @@ class Distiller(backend.TrainStep, keras.Model):
         x2 = self.second_step(x1, s1, s2, ops.equal(i1, i2), labels)
         return x_t, s0, ops.stop_gradient(invert_ddim(x_t, x2, s0, s2))
 
-    def make_targets(self, x, labels=None):
+    def prepare_step(self, x, labels=None):
         noise, group, offset = self.draw(x)
         return self.distillation_targets(x, noise, group, offset, labels)
 
+    def step_loss(self, prepared, labels=None):
+        return self.student_loss(*prepared, labels)
+
     def student_loss(self, x_t, sigma, target, labels=None):
-        """`"edm"`: MSE of the raw network output F (= EDM's lambda(sigma)-weighted MSE of D).
-        `"snr_trunc"`: `max(SNR, 1)`-weighted squared error of x0, summed over elements."""
-        student = self.student
-        if self.loss == "edm" and isinstance(student, EDMPrecond):
-            c_skip, c_out = student.scalings(sigma, x_t)
-            pred = student.network_output(x_t, sigma, labels, training=True)
-            return ops.mean(ops.square(pred - (target - c_skip * x_t) / c_out))
-        pred = student(x_t, sigma, labels, training=True) if labels is not None else student(
-            x_t, sigma, training=True)
-        err = ops.reshape(ops.square(ops.cast(pred, "float32") - target), (ops.shape(x_t)[0], -1))
+        """`"edm"`: EDM-weighted MSE, the mean over elements (F-space MSE for `EDMPrecond`).
+        `"snr_trunc"`: `max(SNR, 1)`-weighted squared error summed over elements; mean over the batch."""
         if self.loss == "edm":
-            data = 0.5
-            weight = (ops.square(sigma) + data**2) / ops.square(sigma * data)
-            return ops.mean(weight[:, None] * err)
-        weight = ops.maximum(1.0 / ops.square(sigma), 1.0)
-        return ops.mean(weight * ops.sum(err, axis=1))
+            return ops.mean(edm_errors(self.student, x_t, sigma, target, labels))
+        return ops.mean(ops.sum(snr_trunc_errors(self.student, x_t, sigma, target, labels), axis=1))
 
     def end_step(self, finite, loss):
         """State updates after the optimizer step; `finite` False means the step was skipped."""
@@ -209,10 +186,8 @@ class Distiller(backend.TrainStep, keras.Model):
                        self.self_teacher_count, finite)
         ema_update(self.inference_student, self.student, self.inference_momentum,
                    self.inference_count, finite)
-        self.rng_state.assign(ops.copy(self.seed_generator.state.value))
-        self.skipped_steps.assign(self.skipped_steps + 1 - ops.cast(finite, "int32"))
-        step = self.step_count + 1
-        self.step_count.assign(step)
+        logs = self.record_step(finite, loss)
+        step = self.step_count.value
         if self.phase_teacher is not None:
             phase = ops.minimum(step // self.steps_per_phase, self.num_phases - 1)
             changed = ops.not_equal(phase, self.phase)
@@ -221,40 +196,15 @@ class Distiller(backend.TrainStep, keras.Model):
             if self.reset_inference_ema_on_phase:
                 self.inference_count.assign(ops.where(changed, 0, self.inference_count.value))
             self.phase.assign(phase)
-        self.loss_tracker.update_state(ops.where(finite, loss, 0.0), sample_weight=ops.cast(finite, "float32"))
-        return {"loss": self.loss_tracker.result(), "phase": self.phase.value,
-                "skipped": self.skipped_steps.value}
+        return {**logs, "phase": ops.copy(self.phase.value)}
 
     # --- fit, sampling, saving ---------------------------------------------------
 
-    def fit(self, x=None, *args, **kwargs):
-        self.check_batch(x)
-        if hasattr(x, "element_spec"):
-            kwargs.setdefault("shuffle", False)  # a tf.data pipeline shuffles itself
-        if self.optimizer is not None and not self.optimizer.built:
-            self.optimizer.build(self.trainable_variables)
-        return super().fit(x, *args, **kwargs)
-
-    def check_batch(self, data):
-        """Checks the first batch of `data` (arrays or tf.data): float in [-1, 1], shapes that fit."""
-        if hasattr(data, "element_spec") and hasattr(data, "take"):
-            data = next(iter(data.take(1)))
-        if not isinstance(data, (np.ndarray, tuple, list)) and not hasattr(data, "numpy"):
-            return
-        x, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
-        x = np.asarray(x)
-        if not np.issubdtype(x.dtype, np.floating):
-            raise ValueError(
-                f"Training data must be floats in [-1, 1], got dtype {x.dtype}; "
-                "convert uint8 images with x / 127.5 - 1."
-            )
-        if x.size and np.abs(x).max() > 1.0 + 1e-3:
-            raise ValueError(
-                f"Training data must lie in [-1, 1], got values in [{x.min():.4g}, {x.max():.4g}]; "
-                "convert uint8 images with x / 127.5 - 1."
-            )
+    def check_batch(self, x, labels):
+        """Checks the first batch: float data in [-1, 1] that teacher and student map to its shape."""
+        super().check_batch(x, labels)
         x1 = x[:1].astype("float32")
-        args = (x1, np.ones((1,), "float32")) + (() if labels is None else (np.asarray(labels)[:1],))
+        args = (x1, np.ones((1,), "float32")) + (() if labels is None else (labels[:1],))
         shapes = {}
         for role in ("teacher", "student"):
             try:
@@ -282,10 +232,6 @@ class Distiller(backend.TrainStep, keras.Model):
         return sample(self.inference_student, self.schedule, noise, steps=steps, solver="ddim",
                       labels=labels, clip_denoised=True)
 
-    def load_own_variables(self, store):
-        super().load_own_variables(store)
-        self.seed_generator.state.assign(ops.copy(self.rng_state.value))
-
     def get_config(self):
         return {
             **super().get_config(),
@@ -299,7 +245,6 @@ class Distiller(backend.TrainStep, keras.Model):
             "steps_per_phase": self.steps_per_phase,
             "loss": self.loss,
             "reset_inference_ema_on_phase": self.reset_inference_ema_on_phase,
-            "seed": self.seed,
         }
 
     @classmethod

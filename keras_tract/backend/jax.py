@@ -27,7 +27,7 @@ def all_finite(loss, grads):
 
 
 class TrainStep:
-    """`train_step` for JAX: the distiller's stateful core run under `keras.StatelessScope`s."""
+    """`train_step` for JAX: the model's stateful step methods run under `keras.StatelessScope`s."""
 
     def _mapping(self, trainable, non_trainable, optimizer, metrics):
         return [*zip(self.trainable_variables, trainable),
@@ -39,12 +39,12 @@ class TrainStep:
         trainable, non_trainable, optimizer, metrics = state
         x, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         with keras.StatelessScope(self._mapping(trainable, non_trainable, optimizer, metrics)) as scope:
-            x_t, sigma, target = self.make_targets(x, labels)
+            prepared = self.prepare_step(x, labels)
         non_trainable = [scope.get_current_value(v) for v in self.non_trainable_variables]
 
         def loss_fn(values):
             with keras.StatelessScope(self._mapping(values, non_trainable, optimizer, metrics)):
-                return self.student_loss(x_t, sigma, target, labels)
+                return self.step_loss(prepared, labels)
 
         loss, grads = jax.value_and_grad(loss_fn)(trainable)
         finite = all_finite(loss, grads)

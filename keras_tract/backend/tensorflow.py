@@ -19,10 +19,10 @@ class TrainStep:
 
     def train_step(self, data):
         x, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
-        x_t, sigma, target = self.make_targets(x, labels)
+        prepared = self.prepare_step(x, labels)
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
-            loss = self.student_loss(x_t, sigma, target, labels)
+            loss = self.step_loss(prepared, labels)
         grads = tape.gradient(loss, variables)
         finite = all_finite(loss, grads)
         keras.ops.cond(finite, lambda: self.optimizer.apply(grads, variables), lambda: None)

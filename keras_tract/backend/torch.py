@@ -26,9 +26,9 @@ class TrainStep:
     def train_step(self, data):
         x, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         with torch.no_grad():
-            x_t, sigma, target = self.make_targets(x, labels)
+            prepared = self.prepare_step(x, labels)
         self.zero_grad()
-        loss = self.student_loss(x_t, sigma, target, labels)
+        loss = self.step_loss(prepared, labels)
         loss.backward()
         variables = self.trainable_variables
         grads = [v.value.grad for v in variables]

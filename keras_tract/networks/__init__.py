@@ -1,5 +1,37 @@
-"""Raw networks F called on `[x, c_noise]` or `[x, c_noise, labels]`."""
+"""Raw networks F called on `[x, c_noise]` or `[x, c_noise, labels]`, and presets by name."""
 
+from keras_tract.networks.dhariwal_unet import DhariwalUNet
 from keras_tract.networks.mlp import MLPNetwork
+from keras_tract.networks.song_unet import SongUNet
 
-__all__ = ["MLPNetwork"]
+_NCSNPP = dict(embedding_type="fourier", channel_mult_noise=2, encoder_type="residual", resample_filter=[1, 3, 3, 1])
+_SMALL = dict(model_channels=16, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4], dropout=0.0)
+
+# EDM's configurations (training dropout included; distillation sets dropout=0).
+PRESETS = {
+    "ncsnpp_cifar10": (SongUNet, dict(model_channels=128, channel_mult=[2, 2, 2], num_blocks=4,
+                                      attn_resolutions=[16], dropout=0.13, **_NCSNPP)),
+    "ddpmpp_cifar10": (SongUNet, dict(model_channels=128, channel_mult=[2, 2, 2], num_blocks=4,
+                                      attn_resolutions=[16], dropout=0.13)),
+    "adm_imagenet64": (DhariwalUNet, dict(model_channels=192, channel_mult=[1, 2, 3, 4], num_blocks=3,
+                                          attn_resolutions=[32, 16, 8], dropout=0.10, label_dim=1000)),
+    "ncsnpp_small": (SongUNet, dict(**_SMALL, **_NCSNPP)),
+    "ddpmpp_small": (SongUNet, dict(_SMALL)),
+    "adm_small": (DhariwalUNet, dict(_SMALL, channels_per_head=16)),
+    "mlp_small": (MLPNetwork, dict(hidden=128, depth=3)),
+}
+
+
+def get(name, **overrides):
+    """Builds the preset network `name` (see `PRESETS`) with keyword overrides.
+
+    Example:
+    >>> net = keras_tract.networks.get("ddpmpp_cifar10", dropout=0.0)
+    """
+    if name not in PRESETS:
+        raise ValueError(f"Unknown network preset name={name!r}; choose one of {sorted(PRESETS)}.")
+    cls, kwargs = PRESETS[name]
+    return cls(**{**kwargs, **overrides})
+
+
+__all__ = ["DhariwalUNet", "MLPNetwork", "PRESETS", "SongUNet", "get"]

@@ -8,7 +8,7 @@ from keras.saving import register_keras_serializable
 
 @register_keras_serializable(package="keras_tract")
 class MLPNetwork(keras.layers.Layer):
-    """Residual MLP `F([x, c_noise(, labels)])` for vectors `x` of shape `(B, D)`.
+    """Residual MLP `F([x, c_noise(, labels)])` for `x` of shape `(B, ...)`, flattened to `(B, D)`.
 
     `c_noise` `(B,)` is embedded with `embed_dim` sinusoids (as EDM's positional
     embedding), mapped by two dense layers and added inside every residual
@@ -49,7 +49,7 @@ class MLPNetwork(keras.layers.Layer):
         return kernel, bias
 
     def build(self, input_shape):
-        dim, h = input_shape[0][-1], self.hidden
+        dim, h = int(np.prod(input_shape[0][1:])), self.hidden
         self.map0 = self._dense("map0", self.embed_dim, h)
         self.map1 = self._dense("map1", h, h)
         self.map_label = self._dense("map_label", self.num_classes, h) if self.num_classes else None
@@ -70,7 +70,8 @@ class MLPNetwork(keras.layers.Layer):
         if self.map_label is not None:
             emb = emb + dense(ops.cast(inputs[2], dtype), self.map_label)
         emb = ops.silu(dense(ops.silu(emb), self.map1))
-        h = dense(ops.cast(inputs[0], dtype), self.proj_in)
+        x = inputs[0]
+        h = dense(ops.cast(ops.reshape(x, (ops.shape(x)[0], -1)), dtype), self.proj_in)
         for w in self.blocks:
             r = dense(ops.silu(h), w[2:4]) + dense(emb, w[0:2])
             h = h + dense(ops.silu(r), w[4:6])
@@ -78,7 +79,7 @@ class MLPNetwork(keras.layers.Layer):
         mean = ops.mean(h32, axis=-1, keepdims=True)
         h32 = (h32 - mean) * ops.rsqrt(ops.var(h32, axis=-1, keepdims=True) + 1e-5)
         h = ops.cast(h32 * self.norm_scale + self.norm_bias, dtype)
-        return dense(ops.silu(h), self.proj_out)
+        return ops.reshape(dense(ops.silu(h), self.proj_out), ops.shape(x))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0])

@@ -1,0 +1,152 @@
+"""tf.data input pipelines: float32 images in [-1, 1], optionally with one-hot labels.
+
+Every builder returns a shuffled, repeated, batched (remainder dropped) and
+prefetched `tf.data.Dataset` of `x` `(B, H, W, C)` or `(x, labels)`; the order
+and the flips are deterministic given `seed`. Only `tf.*` ops run inside the
+pipeline, so it feeds `fit()` on every Keras backend.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+def _finish(ds, batch_size, num_classes, labels, flip, seed, shuffle_buffer, repeat=True):
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got batch_size={batch_size!r}.")
+
+    def convert(index, image, label):
+        x = tf.cast(image, tf.float32) / 127.5 - 1.0
+        if flip:
+            x = tf.image.stateless_random_flip_left_right(x, seed=tf.stack([tf.cast(seed, tf.int64), index]))
+        if not labels:
+            return x
+        return x, tf.one_hot(tf.cast(label, tf.int32), num_classes, dtype=tf.float32)
+
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.enumerate().map(lambda i, item: convert(i, *item), num_parallel_calls=tf.data.AUTOTUNE,
+                            deterministic=True)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def from_arrays(images, batch_size, labels=None, num_classes=None, flip=False, seed=0, repeat=True):
+    """Pipeline over uint8 images `(N, H, W, C)` (or `(N, H, W)`) and optional integer labels `(N,)`."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(f"`images` must be uint8 of shape (N, H, W, C), got {images.dtype} {images.shape}.")
+    if labels is not None:
+        labels = np.asarray(labels).astype("int64").reshape(-1)
+        if labels.shape[0] != images.shape[0]:
+            raise ValueError(f"`labels` must have {images.shape[0]} entries, got labels.shape={labels.shape}.")
+        num_classes = num_classes or int(labels.max()) + 1
+    ds = tf.data.Dataset.from_tensor_slices((images, np.zeros(len(images), "int64") if labels is None else labels))
+    return _finish(ds, batch_size, num_classes, labels is not None, flip, seed, len(images), repeat)
+
+
+def digits(batch_size, split="train", labels=False, flip=False, seed=0, repeat=True):
+    """scikit-learn's bundled 8x8 handwritten digits as `(B, 8, 8, 1)` images (offline).
+
+    The 1797 images (grey levels 0..16) are scaled to uint8; `split="train"` is
+    the first 1437 (80%), `"test"` the remaining 360.
+    """
+    images, targets = digits_arrays(split)
+    return from_arrays(images, batch_size, labels=targets if labels else None, num_classes=10, flip=flip,
+                       seed=seed, repeat=repeat)
+
+
+def digits_arrays(split="train"):
+    """`(images uint8 (N, 8, 8, 1), labels (N,))` of the digits split."""
+    from sklearn.datasets import load_digits
+
+    if split not in ("train", "test", "all"):
+        raise ValueError(f'`split` must be "train", "test" or "all", got split={split!r}.')
+    bunch = load_digits()
+    images = np.round(bunch.images * (255.0 / 16.0)).astype("uint8")[..., None]
+    cut = int(0.8 * len(images))
+    part = {"train": slice(0, cut), "test": slice(cut, None), "all": slice(None)}[split]
+    return images[part], bunch.target[part]
+
+
+def tfds_images(name, batch_size, split="train", data_dir=None, labels=False, flip=False, seed=0,
+                download=True, image_key="image", label_key="label"):
+    """A TFDS image dataset through the common pipeline; clear one-line errors when it is missing."""
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as error:
+        raise ValueError(f"Unknown TFDS dataset {name!r}: {error}") from None
+    if not builder.is_prepared():
+        if not download:
+            raise FileNotFoundError(
+                f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r}; prepare it there "
+                f"(tfds build {name} --data_dir=...) or pass data_dir= where it is.")
+        try:
+            builder.download_and_prepare()
+        except Exception as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise FileNotFoundError(
+                f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r} and could not be downloaded "
+                f"({first}); prepare it on a connected machine and pass data_dir=.") from None
+    num_classes = builder.info.features[label_key].num_classes if labels else None
+    ds = builder.as_dataset(split=split, shuffle_files=True, read_config=tfds.ReadConfig(shuffle_seed=seed))
+    ds = ds.map(lambda item: (item[image_key], item[label_key] if labels else tf.zeros((), tf.int64)))
+    return _finish(ds, batch_size, num_classes, labels, flip, seed, 10_000)
+
+
+def cifar10(batch_size, split="train", data_dir=None, labels=False, flip=True, seed=0, download=True):
+    """CIFAR-10 (TFDS `cifar10`), `(B, 32, 32, 3)`, random horizontal flips as EDM and TRACT train."""
+    return tfds_images("cifar10", batch_size, split, data_dir, labels, flip, seed, download)
+
+
+def imagenet64(batch_size, split="train", data_dir=None, labels=True, flip=False, seed=0, download=False):
+    """ImageNet 64x64 (TFDS `imagenet_resized/64x64`, needs a manual download), with 1000-class labels."""
+    return tfds_images("imagenet_resized/64x64", batch_size, split, data_dir, labels, flip, seed, download)
+
+
+def image_folder(path, batch_size, resolution=None, channels=3, flip=False, seed=0):
+    """All images under `path` (recursively), decoded with `channels` channels.
+
+    Images must share one size, or `resolution` resizes them (area) to a square.
+    """
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"Image folder not found: path={path!r}.")
+    files = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names
+                   if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+        raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found under path={path!r}.")
+    first = tf.io.decode_image(tf.io.read_file(files[0]), channels=channels, expand_animations=False)
+    size = (resolution, resolution) if resolution else tuple(first.shape[:2])
+
+    def load(file):
+        image = tf.io.decode_image(tf.io.read_file(file), channels=channels, expand_animations=False)
+        if resolution:
+            image = tf.cast(tf.image.resize(image, size, method="area", antialias=True) + 0.5, tf.uint8)
+        tf.debugging.assert_equal(tf.shape(image)[:2], size,
+                                  message=f"images under {path} differ in size; pass resolution=")
+        image.set_shape(size + (channels,))
+        return image, tf.zeros((), tf.int64)
+
+    ds = tf.data.Dataset.from_tensor_slices(files).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    return _finish(ds, batch_size, None, False, flip, seed, min(len(files), 10_000))
+
+
+def npz_images(path, batch_size, key=None, labels_key=None, flip=False, seed=0):
+    """Images from an `.npz` (or `.npy`) of uint8 `(N, H, W, C)`; `key` defaults to the first array."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Image file not found: path={path!r}.")
+    data = np.load(path)
+    if isinstance(data, np.ndarray):
+        return from_arrays(data, batch_size, flip=flip, seed=seed)
+    key = key or data.files[0]
+    if key not in data.files:
+        raise ValueError(f"`key`={key!r} is not in {path!r}, which holds {data.files}.")
+    label_values = data[labels_key] if labels_key else None
+    return from_arrays(data[key], batch_size, labels=label_values, flip=flip, seed=seed)

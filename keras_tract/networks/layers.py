@@ -1,0 +1,378 @@
+"""Building blocks of EDM's U-Nets (DDPM++, NCSN++, ADM) in Keras 3, channels-last.
+
+Names follow EDM's `training/networks.py` so weights map one to one:
+`Linear.kernel` is EDM's `weight` transposed, `Conv2D.kernel` is EDM's `weight`
+as (kh, kw, in, out). Resampling filters are constants, not weights.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+from keras.saving import register_keras_serializable
+
+
+def weight_initializer(mode, scale=1.0):
+    """EDM's `weight_init` modes as Keras initializers, scaled by `scale` (EDM's `init_weight`)."""
+    if scale == 0:
+        return "zeros"
+    if mode == "xavier_uniform":
+        return keras.initializers.VarianceScaling(scale**2, "fan_avg", "uniform")
+    if mode == "kaiming_uniform":
+        return keras.initializers.VarianceScaling(scale**2, "fan_in", "uniform")
+    if mode == "kaiming_normal":
+        return keras.initializers.VarianceScaling(scale**2, "fan_in", "untruncated_normal")
+    raise ValueError(f"`init_mode` must be xavier_uniform, kaiming_uniform or kaiming_normal, got {mode!r}.")
+
+
+def bias_initializer(mode, fan_in, fan_out, scale):
+    """EDM's bias init: the weight distribution for the layer's fans, times `scale` (EDM's `init_bias`)."""
+    if scale == 0:
+        return "zeros"
+    limit = {"xavier_uniform": math.sqrt(6 / (fan_in + fan_out)), "kaiming_uniform": math.sqrt(3 / fan_in)}[mode]
+    return keras.initializers.RandomUniform(-limit * scale, limit * scale)
+
+
+@register_keras_serializable(package="keras_tract")
+class Linear(keras.layers.Layer):
+    """Dense layer with EDM's initialization. Input `(B, in_features)`, output `(B, out_features)`."""
+
+    def __init__(self, out_features, use_bias=True, init_mode="kaiming_normal", init_weight=1.0,
+                 init_bias=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.out_features, self.use_bias = out_features, use_bias
+        self.init_mode, self.init_weight, self.init_bias = init_mode, init_weight, init_bias
+
+    def build(self, input_shape):
+        fan_in = input_shape[-1]
+        self.kernel = self.add_weight(shape=(fan_in, self.out_features), name="kernel",
+                                      initializer=weight_initializer(self.init_mode, self.init_weight))
+        self.bias = self.add_weight(
+            shape=(self.out_features,), name="bias",
+            initializer=bias_initializer(self.init_mode, fan_in, self.out_features, self.init_bias),
+        ) if self.use_bias else None
+
+    def call(self, x):
+        x = ops.matmul(x, ops.cast(self.kernel, x.dtype))
+        return x + ops.cast(self.bias, x.dtype) if self.bias is not None else x
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.out_features,)
+
+    def get_config(self):
+        return {**super().get_config(), "out_features": self.out_features, "use_bias": self.use_bias,
+                "init_mode": self.init_mode, "init_weight": self.init_weight, "init_bias": self.init_bias}
+
+
+def _axis_slice(x, axis, start, stop, step=1):
+    index = [slice(None)] * len(x.shape)
+    index[axis] = slice(start, stop, step)
+    return x[tuple(index)]
+
+
+def _pad_axis(x, axis, before, after):
+    pads = [[0, 0]] * len(x.shape)
+    pads[axis] = [before, after]
+    return ops.pad(x, pads)
+
+
+def _down_1d(x, taps, pad, axis):
+    x = _pad_axis(x, axis, pad, pad)
+    n = (x.shape[axis] - len(taps)) // 2 + 1
+    return sum(float(t) * _axis_slice(x, axis, i, i + 2 * (n - 1) + 1, 2) for i, t in enumerate(taps))
+
+
+def _up_1d(x, taps, pad, axis):
+    # Polyphase form of a stride-2 transposed convolution: y[2m + r] = sum_d taps[2d + r + pad] x[m - d].
+    length, k = x.shape[axis], len(taps)
+    phases = []
+    for r in (0, 1):
+        ds = [d for d in range(-k, k + 1) if 0 <= 2 * d + r + pad < k]
+        reach = max(abs(d) for d in ds)
+        padded = _pad_axis(x, axis, reach, reach)
+        phases.append(sum(float(taps[2 * d + r + pad]) * _axis_slice(padded, axis, reach - d, reach - d + length)
+                          for d in ds))
+    y = ops.stack(phases, axis=axis + 1)
+    shape = list(ops.shape(x))
+    shape[axis] = 2 * length
+    return ops.reshape(y, shape)
+
+
+def _taps(resample_filter):
+    f = np.asarray(resample_filter, dtype=np.float64)
+    return f / f.sum()
+
+
+def downsample(x, resample_filter, pad):
+    """EDM's depthwise stride-2 `conv2d` with the normalized outer-product filter, zero padding `pad`.
+
+    The filter is separable, so it runs as two 1-D passes of shifted slices (fast on every backend).
+    """
+    taps = _taps(resample_filter)
+    return _down_1d(_down_1d(x, taps, pad, 1), taps, pad, 2)
+
+
+def upsample(x, resample_filter, pad):
+    """EDM's depthwise stride-2 `conv_transpose2d` with 4x the normalized filter, padding `pad`."""
+    taps = 2.0 * _taps(resample_filter)
+    return _up_1d(_up_1d(x, taps, pad, 1), taps, pad, 2)
+
+
+@register_keras_serializable(package="keras_tract")
+class Conv2D(keras.layers.Layer):
+    """EDM's convolution with optional 2x up/downsampling by a resampling filter.
+
+    `kernel=0` gives a pure resampling layer without weights. With `fused_resample`
+    and `down`, the convolution runs before the downsampling with the paddings
+    merged, as in NCSN++'s residual encoder path.
+
+    Args:
+        out_channels: int. kernel: int, odd kernel size, or 0. up, down: bool.
+        resample_filter: list of filter taps, e.g. [1, 1] or [1, 3, 3, 1].
+        fused_resample: bool. init_mode, init_weight, init_bias: EDM's initialization.
+
+    Call arguments:
+        x: `(B, H, W, C)`; output `(B, H', W', out_channels)`.
+    """
+
+    def __init__(self, out_channels, kernel, use_bias=True, up=False, down=False, resample_filter=(1, 1),
+                 fused_resample=False, init_mode="kaiming_normal", init_weight=1.0, init_bias=0.0, **kwargs):
+        super().__init__(**kwargs)
+        if up and down:
+            raise ValueError("`up` and `down` cannot both be set.")
+        self.out_channels, self.kernel_size, self.use_bias = out_channels, kernel, use_bias
+        self.up, self.down, self.resample_filter = up, down, list(resample_filter)
+        self.fused_resample = fused_resample
+        self.init_mode, self.init_weight, self.init_bias = init_mode, init_weight, init_bias
+
+    def build(self, input_shape):
+        cin, k = input_shape[-1], self.kernel_size
+        self.kernel = self.bias = None
+        if k:
+            self.kernel = self.add_weight(shape=(k, k, cin, self.out_channels), name="kernel",
+                                          initializer=weight_initializer(self.init_mode, self.init_weight))
+            if self.use_bias:
+                self.bias = self.add_weight(
+                    shape=(self.out_channels,), name="bias",
+                    initializer=bias_initializer(self.init_mode, cin * k * k, self.out_channels * k * k,
+                                                 self.init_bias))
+
+    def call(self, x):
+        w_pad = self.kernel_size // 2
+        f_pad = (len(self.resample_filter) - 1) // 2
+        w = None if self.kernel is None else ops.cast(self.kernel, x.dtype)
+        if self.fused_resample and self.down and w is not None:
+            x = ops.conv(ops.pad(x, [[0, 0], [w_pad + f_pad] * 2, [w_pad + f_pad] * 2, [0, 0]]), w)
+            x = downsample(x, self.resample_filter, 0)
+        else:
+            if self.up:
+                x = upsample(x, self.resample_filter, f_pad)
+            if self.down:
+                x = downsample(x, self.resample_filter, f_pad)
+            if w is not None:
+                x = ops.conv(x, w, padding="same") if w_pad else ops.conv(x, w)
+        return x + ops.cast(self.bias, x.dtype) if self.bias is not None else x
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        scale = 2.0 if self.up else 0.5 if self.down else 1.0
+        size = lambda n: None if n is None else int(n * scale)  # noqa: E731
+        return (b, size(h), size(w), self.out_channels if self.kernel_size else c)
+
+    def get_config(self):
+        return {**super().get_config(), "out_channels": self.out_channels, "kernel": self.kernel_size,
+                "use_bias": self.use_bias, "up": self.up, "down": self.down,
+                "resample_filter": self.resample_filter, "fused_resample": self.fused_resample,
+                "init_mode": self.init_mode, "init_weight": self.init_weight, "init_bias": self.init_bias}
+
+
+@register_keras_serializable(package="keras_tract")
+class GroupNorm(keras.layers.Layer):
+    """Group normalization over `min(num_groups, C // min_channels_per_group)` groups, in float32.
+
+    Call arguments:
+        x: `(B, H, W, C)`; output of the same shape and dtype.
+    """
+
+    def __init__(self, num_groups=32, min_channels_per_group=4, eps=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.num_groups, self.min_channels_per_group, self.eps = num_groups, min_channels_per_group, eps
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.groups = min(self.num_groups, channels // self.min_channels_per_group)
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+
+    def call(self, x):
+        dtype = x.dtype
+        shape = ops.shape(x)
+        h = ops.reshape(ops.cast(x, "float32"), tuple(shape[:-1]) + (self.groups, shape[-1] // self.groups))
+        axes = tuple(range(1, len(shape) - 1)) + (len(shape),)
+        mean = ops.mean(h, axis=axes, keepdims=True)
+        var = ops.mean(ops.square(h - mean), axis=axes, keepdims=True)
+        h = ops.reshape((h - mean) * ops.rsqrt(var + self.eps), shape)
+        return ops.cast(h * ops.cast(self.gamma, "float32") + ops.cast(self.beta, "float32"), dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "num_groups": self.num_groups,
+                "min_channels_per_group": self.min_channels_per_group, "eps": self.eps}
+
+
+@register_keras_serializable(package="keras_tract")
+class PositionalEmbedding(keras.layers.Layer):
+    """`[cos(x f), sin(x f)]` with `f_k = (1 / max_positions)^(k / (C/2 - endpoint))`; `(B,)` -> `(B, C)`."""
+
+    def __init__(self, num_channels, max_positions=10000, endpoint=False, **kwargs):
+        super().__init__(**kwargs)
+        self.num_channels, self.max_positions, self.endpoint = num_channels, max_positions, endpoint
+
+    def call(self, x):
+        half = self.num_channels // 2
+        freqs = (1.0 / self.max_positions) ** (np.arange(half) / (half - int(self.endpoint)))
+        x = ops.cast(x, "float32")[:, None] * ops.convert_to_tensor(freqs.astype("float32"))
+        return ops.concatenate([ops.cos(x), ops.sin(x)], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_channels)
+
+    def get_config(self):
+        return {**super().get_config(), "num_channels": self.num_channels,
+                "max_positions": self.max_positions, "endpoint": self.endpoint}
+
+
+@register_keras_serializable(package="keras_tract")
+class FourierEmbedding(keras.layers.Layer):
+    """`[cos(2 pi f x), sin(2 pi f x)]` with stored random frequencies `f ~ N(0, scale^2)` (NCSN++).
+
+    The frequencies are a non-trainable weight: they must be loaded with a
+    checkpoint, never drawn again.
+    """
+
+    def __init__(self, num_channels, scale=16.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_channels, self.scale = num_channels, scale
+
+    def build(self, input_shape):
+        self.freqs = self.add_weight(shape=(self.num_channels // 2,), name="freqs", trainable=False,
+                                     initializer=keras.initializers.RandomNormal(stddev=self.scale))
+
+    def call(self, x):
+        x = ops.cast(x, "float32")[:, None] * (2 * np.pi * ops.cast(self.freqs, "float32"))
+        return ops.concatenate([ops.cos(x), ops.sin(x)], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_channels)
+
+    def get_config(self):
+        return {**super().get_config(), "num_channels": self.num_channels, "scale": self.scale}
+
+
+@register_keras_serializable(package="keras_tract")
+class UNetBlock(keras.layers.Layer):
+    """EDM's U-Net block: GroupNorm, SiLU, conv (optionally resampling), embedding injection,
+    conv, skip connection, and optional self-attention.
+
+    Args:
+        out_channels, up, down, attention, num_heads, channels_per_head, dropout,
+        skip_scale, eps, resample_filter, resample_proj, adaptive_scale: as EDM.
+        init, init_zero, init_attn: dicts of EDM initialization arguments.
+
+    Call arguments:
+        inputs: `[x, emb]` with `x` `(B, H, W, C_in)` and `emb` `(B, E)`.
+    """
+
+    def __init__(self, out_channels, up=False, down=False, attention=False, num_heads=None,
+                 channels_per_head=64, dropout=0.0, skip_scale=1.0, eps=1e-5, resample_filter=(1, 1),
+                 resample_proj=False, adaptive_scale=True, init=None, init_zero=None, init_attn=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.out_channels, self.up, self.down, self.attention = out_channels, up, down, attention
+        self.num_heads = 0 if not attention else num_heads if num_heads is not None else (
+            out_channels // channels_per_head)
+        self.channels_per_head, self.dropout, self.skip_scale, self.eps = channels_per_head, dropout, skip_scale, eps
+        self.resample_filter, self.resample_proj = list(resample_filter), resample_proj
+        self.adaptive_scale = adaptive_scale
+        self.init = dict(init or {})
+        self.init_zero = dict(init_zero if init_zero is not None else {"init_weight": 0})
+        self.init_attn = None if init_attn is None else dict(init_attn)
+
+    def build(self, input_shape):
+        x_shape, emb_shape = input_shape
+        cin, cout, policy = x_shape[-1], self.out_channels, self.dtype_policy
+        self.in_channels = cin
+        resample = dict(up=self.up, down=self.down, resample_filter=self.resample_filter)
+        self.norm0 = GroupNorm(eps=self.eps, dtype=policy, name="norm0")
+        self.conv0 = Conv2D(cout, 3, **resample, **self.init, dtype=policy, name="conv0")
+        self.affine = Linear(cout * (2 if self.adaptive_scale else 1), **self.init, dtype=policy, name="affine")
+        self.norm1 = GroupNorm(eps=self.eps, dtype=policy, name="norm1")
+        self.conv1 = Conv2D(cout, 3, **self.init_zero, dtype=policy, name="conv1")
+        self.skip = None
+        if cout != cin or self.up or self.down:
+            kernel = 1 if self.resample_proj or cout != cin else 0
+            self.skip = Conv2D(cout, kernel, **resample, **self.init, dtype=policy, name="skip")
+        self.drop = keras.layers.Dropout(self.dropout, dtype=policy, name="dropout") if self.dropout else None
+        self.norm0.build(x_shape)
+        self.conv0.build(x_shape)
+        hidden_shape = self.conv0.compute_output_shape(x_shape)
+        self.affine.build(emb_shape)
+        self.norm1.build(hidden_shape)
+        self.conv1.build(hidden_shape)
+        if self.skip is not None:
+            self.skip.build(x_shape)
+        if self.num_heads:
+            self.norm2 = GroupNorm(eps=self.eps, dtype=policy, name="norm2")
+            init_attn = self.init_attn if self.init_attn is not None else self.init
+            self.qkv = Conv2D(cout * 3, 1, **init_attn, dtype=policy, name="qkv")
+            self.proj = Conv2D(cout, 1, **self.init_zero, dtype=policy, name="proj")
+            self.norm2.build(hidden_shape)
+            self.qkv.build(hidden_shape)
+            self.proj.build(hidden_shape)
+
+    def call(self, inputs, training=False):
+        x, emb = inputs
+        orig = x
+        x = self.conv0(ops.silu(self.norm0(x)))
+        params = ops.cast(self.affine(emb), x.dtype)[:, None, None, :]
+        if self.adaptive_scale:
+            scale, shift = ops.split(params, 2, axis=-1)
+            x = ops.silu(shift + self.norm1(x) * (scale + 1))
+        else:
+            x = ops.silu(self.norm1(x + params))
+        if self.drop is not None:
+            x = self.drop(x, training=training)
+        x = self.conv1(x)
+        x = (x + (self.skip(orig) if self.skip is not None else orig)) * self.skip_scale
+        if self.num_heads:
+            x = (self.proj(self.attend(self.qkv(self.norm2(x)))) + x) * self.skip_scale
+        return x
+
+    def attend(self, qkv):
+        """Multi-head self-attention over pixels; qkv channels interleaved per channel as in EDM."""
+        batch, height, width, _ = ops.shape(qkv)
+        heads, channels = self.num_heads, self.out_channels
+        per_head = channels // heads
+        qkv = ops.reshape(qkv, (batch, height * width, heads, per_head, 3))
+        q, k, v = (ops.cast(qkv[..., i], "float32") for i in range(3))
+        logits = ops.einsum("bqhc,bkhc->bhqk", q, k / np.sqrt(per_head))
+        weights = ops.cast(ops.softmax(logits, axis=-1), qkv.dtype)
+        out = ops.einsum("bhqk,bkhc->bqhc", weights, ops.cast(v, qkv.dtype))
+        return ops.reshape(out, (batch, height, width, channels))
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape[0]
+        scale = 2.0 if self.up else 0.5 if self.down else 1.0
+        size = lambda n: None if n is None else int(n * scale)  # noqa: E731
+        return (b, size(h), size(w), self.out_channels)
+
+    def get_config(self):
+        return {**super().get_config(), "out_channels": self.out_channels, "up": self.up, "down": self.down,
+                "attention": self.attention, "num_heads": self.num_heads or None,
+                "channels_per_head": self.channels_per_head, "dropout": self.dropout,
+                "skip_scale": self.skip_scale, "eps": self.eps, "resample_filter": self.resample_filter,
+                "resample_proj": self.resample_proj, "adaptive_scale": self.adaptive_scale,
+                "init": self.init, "init_zero": self.init_zero, "init_attn": self.init_attn}

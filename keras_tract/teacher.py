@@ -1,0 +1,111 @@
+"""Training EDM teachers: EDM's loss, EMA with a half-life in images, learning-rate ramp-up."""
+
+import math
+
+import keras
+from keras import ops
+from keras.saving import register_keras_serializable
+
+from keras_tract import backend
+from keras_tract.denoisers import expand_to
+from keras_tract.ema import clone
+from keras_tract.losses import edm_errors
+from keras_tract.trainer import Trainer
+
+
+@register_keras_serializable(package="keras_tract")
+class LinearRampUp(keras.optimizers.schedules.LearningRateSchedule):
+    """`learning_rate * min(step / rampup_steps, 1)` (EDM's ramp-up; the first step has rate 0).
+
+    Args:
+        learning_rate: float, the rate after the ramp-up.
+        rampup_steps: int >= 0; 0 disables the ramp-up.
+    """
+
+    def __init__(self, learning_rate, rampup_steps):
+        if not learning_rate > 0:
+            raise ValueError(f"`learning_rate` must be > 0, got learning_rate={learning_rate!r}.")
+        if rampup_steps < 0:
+            raise ValueError(f"`rampup_steps` must be >= 0, got rampup_steps={rampup_steps!r}.")
+        self.learning_rate, self.rampup_steps = float(learning_rate), int(rampup_steps)
+
+    def __call__(self, step):
+        if not self.rampup_steps:
+            return ops.convert_to_tensor(self.learning_rate, "float32")
+        return self.learning_rate * ops.minimum(ops.cast(step, "float32") / self.rampup_steps, 1.0)
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "rampup_steps": self.rampup_steps}
+
+
+@register_keras_serializable(package="keras_tract")
+class EDMTrainer(Trainer):
+    """Trains a denoiser with EDM's loss (Karras et al. 2022, section 5).
+
+    Each step draws `ln sigma ~ N(p_mean, p_std^2)` per sample and minimizes
+    `lambda(sigma) ||D(x + sigma n; sigma) - x||^2`, summed over elements and
+    averaged over the batch, with `lambda = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2`.
+    After every optimizer step the EMA follows with `beta = 0.5^(batch / h)`,
+    `h = min(ema_halflife_kimg * 1000, ema_rampup_ratio * images_seen)`.
+
+    Args:
+        denoiser: a built, trainable denoiser (usually `EDMPrecond`).
+        p_mean, p_std: the log-normal noise-level distribution.
+        ema_halflife_kimg: EMA half-life in thousands of images.
+        ema_rampup_ratio: EMA half-life ramp-up ratio, or None.
+        seed: int, seeds the noise draws.
+
+    Example:
+    >>> trainer = EDMTrainer(EDMPrecond(keras_tract.networks.get("ddpmpp_small")))
+    >>> trainer.compile(optimizer=keras.optimizers.Adam(LinearRampUp(1e-3, 1000), epsilon=1e-8))
+    >>> trainer.fit(keras_tract.data.digits(batch_size=128), steps_per_epoch=1000)
+    >>> trainer.ema.save("teacher.keras")
+    """
+
+    def __init__(self, denoiser, p_mean=-1.2, p_std=1.2, ema_halflife_kimg=500.0, ema_rampup_ratio=0.05,
+                 seed=0, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        if not denoiser.built:
+            raise ValueError(f"`denoiser` {denoiser.name!r} must be built: call it once on a batch.")
+        if not p_std > 0:
+            raise ValueError(f"`p_std` must be > 0, got p_std={p_std!r}.")
+        if not ema_halflife_kimg > 0:
+            raise ValueError(f"`ema_halflife_kimg` must be > 0, got ema_halflife_kimg={ema_halflife_kimg!r}.")
+        self.p_mean, self.p_std = float(p_mean), float(p_std)
+        self.ema_halflife_kimg = float(ema_halflife_kimg)
+        self.ema_rampup_ratio = None if ema_rampup_ratio is None else float(ema_rampup_ratio)
+        self.denoiser = denoiser
+        self.ema = clone(denoiser, "ema")
+        self.images_seen = self.add_counter("images_seen")
+        self.ema_beta = self.add_weight(shape=(), initializer="zeros", trainable=False, name="ema_beta")
+        self.built = True
+
+    def prepare_step(self, x, labels=None):
+        x = ops.cast(x, "float32")
+        batch = ops.shape(x)[0]
+        halflife = ops.convert_to_tensor(self.ema_halflife_kimg * 1000.0, "float32")
+        if self.ema_rampup_ratio is not None:
+            halflife = ops.minimum(halflife, ops.cast(self.images_seen, "float32") * self.ema_rampup_ratio)
+        self.ema_beta.assign(ops.exp(math.log(0.5) * ops.cast(batch, "float32") / ops.maximum(halflife, 1e-8)))
+        self.images_seen.assign(self.images_seen + batch)
+        sigma = ops.exp(self.p_mean + self.p_std * keras.random.normal((ops.shape(x)[0],), seed=self.seed_generator))
+        noise = keras.random.normal(ops.shape(x), seed=self.seed_generator)
+        return x + expand_to(sigma, x) * noise, sigma, x
+
+    def step_loss(self, prepared, labels=None):
+        return ops.mean(ops.sum(edm_errors(self.denoiser, *prepared, labels), axis=1))
+
+    def end_step(self, finite, loss):
+        backend.lerp_variables(self.ema.weights, self.denoiser.weights, ops.where(finite, 1.0 - self.ema_beta, 0.0))
+        return self.record_step(finite, loss)
+
+    def get_config(self):
+        return {**super().get_config(), "denoiser": keras.saving.serialize_keras_object(self.denoiser),
+                "p_mean": self.p_mean, "p_std": self.p_std, "ema_halflife_kimg": self.ema_halflife_kimg,
+                "ema_rampup_ratio": self.ema_rampup_ratio}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["denoiser"] = keras.saving.deserialize_keras_object(config["denoiser"], custom_objects=custom_objects)
+        return cls(**config)

@@ -1,0 +1,89 @@
+"""The base of every model that `fit()` trains through the backend adapters.
+
+A subclass defines three methods that `keras_tract.backend.TrainStep` calls:
+`prepare_step(x, labels)` (random draws and targets, no gradient),
+`step_loss(prepared, labels)` (the loss to differentiate w.r.t. the trainable
+variables) and `end_step(finite, loss)` (state updates after the optimizer
+step; returns the logs). This base keeps the step and skipped-step counters,
+the random state (saved with the model) and the loss tracker.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_tract import backend
+
+
+def first_batch(data):
+    """`(x, labels)` of the first batch of arrays or a tf.data dataset as NumPy, or None for other inputs."""
+    if hasattr(data, "element_spec") and hasattr(data, "take"):
+        data = next(iter(data.take(1)))
+    if not isinstance(data, (np.ndarray, tuple, list)) and not hasattr(data, "numpy"):
+        return None
+    x, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+    return np.asarray(x), None if labels is None else np.asarray(labels)
+
+
+def check_images(x):
+    """Raises ValueError unless `x` is floating point within [-1, 1]."""
+    hint = "convert uint8 images with x / 127.5 - 1"
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"Training data must be floats in [-1, 1], got dtype {x.dtype}; {hint}.")
+    if x.size and np.abs(x).max() > 1.0 + 1e-3:
+        raise ValueError(
+            f"Training data must lie in [-1, 1], got values in [{x.min():.4g}, {x.max():.4g}]; {hint}.")
+
+
+class Trainer(backend.TrainStep, keras.Model):
+    """Counters, random state and loss tracking shared by the distillers and `EDMTrainer`."""
+
+    def __init__(self, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.step_count = self.add_counter("step_count")
+        self.skipped_steps = self.add_counter("skipped_steps")
+        self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
+        # A saved copy of the generator's state (SeedGenerator state is not written to .keras files).
+        state = self.seed_generator.state
+        self.rng_state = self.add_weight(shape=state.shape, dtype=state.dtype, trainable=False,
+                                         initializer=lambda shape, dtype: ops.copy(state.value),
+                                         name="rng_state")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    def add_counter(self, name):
+        """A saved int32 scalar variable, starting at 0."""
+        return self.add_weight(shape=(), dtype="int32", initializer="zeros", trainable=False, name=name)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    def record_step(self, finite, loss):
+        """Counts the step (and a skipped one), keeps the random state, tracks finite losses."""
+        self.rng_state.assign(ops.copy(self.seed_generator.state.value))
+        self.skipped_steps.assign(self.skipped_steps + 1 - ops.cast(finite, "int32"))
+        self.step_count.assign(self.step_count + 1)
+        self.loss_tracker.update_state(ops.where(finite, loss, 0.0), sample_weight=ops.cast(finite, "float32"))
+        return {"loss": self.loss_tracker.result(), "skipped": ops.copy(self.skipped_steps.value)}
+
+    def check_batch(self, x, labels):
+        """Checks the first training batch; subclasses add model-specific checks."""
+        check_images(x)
+
+    def fit(self, x=None, *args, **kwargs):
+        batch = first_batch(x)
+        if batch is not None:
+            self.check_batch(*batch)
+        if hasattr(x, "element_spec"):
+            kwargs.setdefault("shuffle", False)  # a tf.data pipeline shuffles itself
+        if self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+        return super().fit(x, *args, **kwargs)
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        self.seed_generator.state.assign(ops.copy(self.rng_state.value))
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}

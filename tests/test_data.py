@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from keras_tract import data
+
+
+def batches(ds, n=2):
+    return [tuple(np.asarray(t) for t in b) if isinstance(b, tuple) else np.asarray(b) for b in ds.take(n)]
+
+
+def test_mock_cifar10_pipeline():
+    with tfds.testing.mock_data(num_examples=24):
+        x, y = batches(data.cifar10(8, labels=True), 1)[0]
+    assert x.dtype == np.float32 and x.shape == (8, 32, 32, 3)
+    assert x.min() >= -1.0 and x.max() <= 1.0 and x.std() > 0.1
+    assert y.shape == (8, 10) and np.all(y.sum(1) == 1)
+
+
+def test_digits_scaling_split_and_determinism():
+    images, labels = data.digits_arrays("train")
+    test_images, _ = data.digits_arrays("test")
+    assert images.shape == (1437, 8, 8, 1) and test_images.shape == (360, 8, 8, 1) and images.max() == 255
+    first = batches(data.digits(32, flip=True, seed=3), 3)
+    again = batches(data.digits(32, flip=True, seed=3), 3)
+    other = batches(data.digits(32, flip=True, seed=4), 3)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], other[0])
+    # Every batch holds training images (possibly mirrored), scaled to [-1, 1].
+    pool = images.astype(np.float32) / 127.5 - 1
+    pool = np.concatenate([pool, pool[:, :, ::-1]]).reshape(len(pool) * 2, -1)
+    for row in first[0].reshape(32, -1):
+        assert np.min(np.abs(pool - row).max(axis=1)) < 1e-6
+
+
+def test_npz_and_folder_inputs(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10, 6, 6, 3), dtype=np.uint8)
+    np.savez(tmp_path / "imgs.npz", x=images, y=np.arange(10) % 3)
+    x, y = batches(data.npz_images(str(tmp_path / "imgs.npz"), 4, labels_key="y"), 1)[0]
+    assert x.shape == (4, 6, 6, 3) and y.shape == (4, 3)
+    folder = tmp_path / "folder"
+    (folder / "sub").mkdir(parents=True)
+    for i, image in enumerate(images):
+        tf.io.write_file(str(folder / ("sub" if i % 2 else "") / f"{i}.png"), tf.io.encode_png(image))
+    x = batches(data.image_folder(str(folder), 5, seed=1), 2)
+    pool = images.astype(np.float32) / 127.5 - 1
+    for row in np.concatenate(x):
+        assert np.min(np.abs(pool - row).reshape(10, -1).max(axis=1)) < 1e-6
+    resized = batches(data.image_folder(str(folder), 5, resolution=4), 1)[0]
+    assert resized.shape == (5, 4, 4, 3)
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing_dir"):
+        data.image_folder(str(tmp_path / "missing_dir"), 4)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="No images"):
+        data.image_folder(str(tmp_path / "empty"), 4)
+    with pytest.raises(FileNotFoundError, match="nothing.npz"):
+        data.npz_images(str(tmp_path / "nothing.npz"), 4)
+    np.savez(tmp_path / "flat.npz", x=np.zeros((5, 7), np.uint8))
+    with pytest.raises(ValueError, match=r"\(N, H, W, C\), got uint8 \(5, 7\)"):
+        data.npz_images(str(tmp_path / "flat.npz"), 4)
+    np.savez(tmp_path / "floats.npz", x=np.zeros((5, 4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match="must be uint8"):
+        data.npz_images(str(tmp_path / "floats.npz"), 4)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        data.digits(0)
+    with pytest.raises(FileNotFoundError, match="'cifar10' is not prepared in .*nodata"):
+        data.cifar10(8, data_dir=str(tmp_path / "nodata"), download=False)

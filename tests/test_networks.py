@@ -1,0 +1,136 @@
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import to_numpy
+
+import keras_tract
+from keras_tract import networks
+from keras_tract.networks import layers
+
+BACKEND = keras.config.backend()
+SMALL = ["ncsnpp_small", "ddpmpp_small", "adm_small"]
+
+
+def small_inputs(label_dim=0, batch=2, seed=0):
+    rng = np.random.default_rng(seed)
+    inputs = [rng.standard_normal((batch, 8, 8, 3)).astype("float32"), rng.standard_normal(batch).astype("float32")]
+    if label_dim:
+        inputs.append(np.eye(label_dim, dtype="float32")[rng.integers(0, label_dim, batch)])
+    return inputs
+
+
+@pytest.mark.parametrize("name, count", [
+    ("ncsnpp_cifar10", 56.40e6), ("ddpmpp_cifar10", 55.73e6), ("adm_imagenet64", 295.90e6)])
+def test_edm_parameter_counts(name, count, monkeypatch):
+    monkeypatch.setattr(layers, "weight_initializer", lambda *args: "zeros")  # counting needs no random init
+    monkeypatch.setattr(layers, "bias_initializer", lambda *args: "zeros")
+    net = networks.get(name)
+    res = 64 if name.startswith("adm") else 32
+    shapes = [(1, res, res, 3), (1,)] + ([(1, 1000)] if name.startswith("adm") else [])
+    net.build(shapes)
+    assert abs(net.count_params() - count) / count < 1e-3, net.count_params()
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_small_networks_train_and_round_trip(name, tmp_path):
+    label_dim = 5 if name == "adm_small" else 0
+    denoiser = keras_tract.EDMPrecond(networks.get(name, label_dim=label_dim))
+    x, sigma, *labels = small_inputs(label_dim)
+    sigma = np.abs(sigma) + 0.1
+    out = to_numpy(denoiser(x, sigma, *labels))
+    assert out.shape == x.shape and np.all(np.isfinite(out))
+    trainer = keras_tract.EDMTrainer(denoiser)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)  # one step: skip compiling
+    before = [np.array(w) for w in denoiser.get_weights()]
+    data = np.clip(x, -1, 1) if not labels else (np.clip(x, -1, 1), labels[0])
+    trainer.fit(data if not labels else data[0], data[1] if labels else None, batch_size=2, epochs=1, verbose=0)
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(before, denoiser.get_weights()))
+    path = str(tmp_path / "net.keras")
+    denoiser.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(to_numpy(loaded(x, sigma, *labels)), to_numpy(denoiser(x, sigma, *labels)),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_resampling_filters():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 8, 8, 3)).astype("float32")
+    y = rng.standard_normal((2, 4, 4, 3)).astype("float32")
+    down = to_numpy(layers.downsample(keras.ops.convert_to_tensor(x), [1, 1], 0))
+    np.testing.assert_allclose(down, x.reshape(2, 4, 2, 4, 2, 3).mean(axis=(2, 4)), rtol=1e-5, atol=1e-6)
+    up = to_numpy(layers.upsample(keras.ops.convert_to_tensor(y), [1, 1], 0))
+    np.testing.assert_allclose(up, y.repeat(2, axis=1).repeat(2, axis=2), rtol=1e-6)
+    # A transposed convolution is the adjoint of the strided one: <down(x), y> = <x, up(y)> / 4.
+    down = to_numpy(layers.downsample(keras.ops.convert_to_tensor(x), [1, 3, 3, 1], 1))
+    up = to_numpy(layers.upsample(keras.ops.convert_to_tensor(y), [1, 3, 3, 1], 1))
+    assert down.shape == (2, 4, 4, 3) and up.shape == (2, 8, 8, 3)
+    np.testing.assert_allclose(np.sum(down * y), np.sum(x * up) / 4, rtol=1e-5)
+
+
+def test_attention_and_group_norm_match_numpy():
+    block = layers.UNetBlock(8, attention=True, num_heads=2, init_zero={"init_mode": "xavier_uniform"})
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 4, 4, 8)).astype("float32")
+    block.build(((2, 4, 4, 8), (2, 16)))
+    qkv = rng.standard_normal((2, 4, 4, 24)).astype("float32")
+    got = to_numpy(block.attend(keras.ops.convert_to_tensor(qkv)))
+    # EDM: reshape (N, C, H, W) -> (N * heads, C / heads, 3, H * W): channel c = (head, c', qkv).
+    q = qkv.reshape(2, 16, 2, 4, 3).astype(np.float64)
+    logits = np.einsum("bqhc,bkhc->bhqk", q[..., 0], q[..., 1]) / 2.0
+    w = np.exp(logits - logits.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    want = np.einsum("bhqk,bkhc->bqhc", w, q[..., 2]).reshape(2, 4, 4, 8)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    norm = layers.GroupNorm(eps=1e-6)
+    got = to_numpy(norm(x))
+    g = x.reshape(2, 4, 4, 2, 4).astype(np.float64)
+    g = (g - g.mean((1, 2, 4), keepdims=True)) / np.sqrt(g.var((1, 2, 4), keepdims=True) + 1e-6)
+    np.testing.assert_allclose(got, g.reshape(x.shape), rtol=1e-4, atol=1e-5)
+
+
+def test_mixed_bfloat16_tracks_float32():
+    x, sigma = small_inputs()
+    sigma = np.abs(sigma) + 0.5
+    reference = keras_tract.EDMPrecond(networks.get("ddpmpp_small"))
+    want = to_numpy(reference(x, sigma))
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = keras_tract.EDMPrecond(networks.get("ddpmpp_small"))
+        mixed(x, sigma)
+        mixed.set_weights(reference.get_weights())
+        got = mixed(x, sigma)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert keras.backend.standardize_dtype(got.dtype) == "float32"
+    assert np.abs(to_numpy(got) - want).max() < 0.05 * np.abs(want).max()
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="loads on all three backends itself; once is enough")
+def test_saved_on_one_backend_loads_on_the_others(tmp_path):
+    x, sigma = small_inputs()
+    sigma = np.abs(sigma) + 0.1
+    denoiser = keras_tract.EDMPrecond(networks.get("ncsnpp_small"))
+    want = to_numpy(denoiser(x, sigma))
+    path = str(tmp_path / "net.keras")
+    denoiser.save(path)
+    np.savez(str(tmp_path / "in.npz"), x=x, sigma=sigma)
+    script = ("import sys, numpy as np, keras, keras_tract; d = keras.saving.load_model(sys.argv[1]); "
+              "i = np.load(sys.argv[2]); np.save(sys.argv[3], keras.ops.convert_to_numpy(d(i['x'], i['sigma'])))")
+    for backend in ("tensorflow", "torch"):
+        out = str(tmp_path / f"{backend}.npy")
+        subprocess.run([sys.executable, "-c", script, path, str(tmp_path / "in.npz"), out], check=True,
+                       env={**os.environ, "KERAS_BACKEND": backend}, capture_output=True)
+        np.testing.assert_allclose(np.load(out), want, rtol=1e-5, atol=1e-5, err_msg=backend)
+
+
+def test_bad_preset_and_arguments():
+    with pytest.raises(ValueError, match="name='unet'"):
+        networks.get("unet")
+    with pytest.raises(ValueError, match="encoder_type='deep'"):
+        networks.get("ddpmpp_small", encoder_type="deep")
+    with pytest.raises(ValueError, match="dropout=1.5"):
+        networks.get("adm_small", dropout=1.5)
