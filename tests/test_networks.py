@@ -127,6 +127,12 @@ def test_saved_on_one_backend_loads_on_the_others(tmp_path):
         np.testing.assert_allclose(np.load(out), want, rtol=1e-5, atol=1e-5, err_msg=backend)
 
 
+def test_skip_encoder_and_decoder_variants_run():
+    x, sigma = small_inputs()
+    net = networks.get("ddpmpp_small", encoder_type="skip", decoder_type="skip", out_channels=2)
+    assert to_numpy(net([x, sigma])).shape == (2, 8, 8, 2)
+
+
 def test_bad_preset_and_arguments():
     with pytest.raises(ValueError, match="name='unet'"):
         networks.get("unet")

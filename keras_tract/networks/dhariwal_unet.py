@@ -41,7 +41,8 @@ class DhariwalUNet(keras.layers.Layer):
         batch, resolution, in_channels = x_shape[0], x_shape[1], x_shape[-1]
         policy, mc = self.dtype_policy, self.model_channels
         emb_channels = mc * self.channel_mult_emb
-        init = {"init_mode": "kaiming_uniform", "init_weight": float(np.sqrt(1 / 3)), "init_bias": float(np.sqrt(1 / 3))}
+        third = float(np.sqrt(1 / 3))
+        init = {"init_mode": "kaiming_uniform", "init_weight": third, "init_bias": third}
         init_zero = {"init_mode": "kaiming_uniform", "init_weight": 0.0, "init_bias": 0.0}
         block = dict(channels_per_head=self.channels_per_head, dropout=self.dropout, init=init,
                      init_zero=init_zero, dtype=policy)

@@ -115,8 +115,9 @@ class SongUNet(keras.layers.Layer):
                         UNetBlock(cout, attention=attn, **block, name=f"dec_{res}x{res}_block{idx}"), cin)
             if self.decoder_type == "skip" or level == 0:
                 if self.decoder_type == "skip" and level < len(self.channel_mult) - 1:
-                    add_dec(f"{res}x{res}_aux_up", Conv2D(out_channels, 0, up=True, resample_filter=self.resample_filter,
-                                                          dtype=policy, name=f"dec_{res}x{res}_aux_up"), out_channels)
+                    up = Conv2D(out_channels, 0, up=True, resample_filter=self.resample_filter, dtype=policy,
+                                name=f"dec_{res}x{res}_aux_up")
+                    add_dec(f"{res}x{res}_aux_up", up, out_channels)
                 add_dec(f"{res}x{res}_aux_norm", GroupNorm(eps=1e-6, dtype=policy, name=f"dec_{res}x{res}_aux_norm"),
                         cout)
                 add_dec(f"{res}x{res}_aux_conv",
@@ -140,9 +141,7 @@ class SongUNet(keras.layers.Layer):
         for key, layer in zip(self.enc_keys, self.enc):
             if "aux" in key:
                 layer.build(aux_shape)
-                if "aux_down" in key:
-                    aux_shape = layer.compute_output_shape(aux_shape)
-                elif "aux_residual" in key:
+                if "aux_skip" not in key:
                     aux_shape = layer.compute_output_shape(aux_shape)
             elif isinstance(layer, UNetBlock):
                 layer.build((shape, emb_shape))
