@@ -1,0 +1,44 @@
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_tract.images import grid, save_png, to_uint8
+
+ROOT = os.path.dirname(os.path.dirname(__file__))
+TEACHER = os.path.join(ROOT, "keras_tract", "assets", "digits_teacher.keras")
+
+
+def test_uint8_quantization_and_grid(tmp_path):
+    x = np.array([-1.5, -1.0, -0.5, 0.0, 0.999, 1.0, 2.0])
+    np.testing.assert_array_equal(to_uint8(x), [0, 0, 64, 128, 255, 255, 255])
+    images = np.arange(5 * 2 * 3 * 1, dtype=np.uint8).reshape(5, 2, 3, 1)
+    g = grid(images, columns=2)
+    assert g.shape == (6, 6, 1)
+    np.testing.assert_array_equal(g[2:4, 3:6], images[3])
+    np.testing.assert_array_equal(g[4:6, 3:6], 0)
+    path = str(tmp_path / "g.png")
+    save_png(path, g)
+    np.testing.assert_array_equal(tf.io.decode_png(tf.io.read_file(path)).numpy(), g)
+    assert sorted(os.listdir(tmp_path)) == ["g.png"]  # no temporary file left behind
+
+
+@pytest.mark.skipif(keras.config.backend() != "jax", reason="a subprocess CLI run; once is enough")
+def test_sample_cli_writes_npz_and_png(tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "sample.py"), f"--model={TEACHER}",
+                               "--num=6", "--steps=2", *args], capture_output=True, text=True,
+                              env={**os.environ, "KERAS_BACKEND": "torch"})  # eager: no compile wait
+
+    result = run(f"--out={tmp_path / 's.npz'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    images = np.load(tmp_path / "s.npz")["x"]
+    assert images.shape == (6, 8, 8, 1) and images.dtype == np.uint8 and images.std() > 10
+    assert run(f"--out={tmp_path / 's.png'}").returncode == 0
+    assert tf.io.decode_png(tf.io.read_file(str(tmp_path / "s.png"))).shape == (16, 24, 1)  # 2 rows of 3
+    bad = run(f"--out={tmp_path / 's.jpg'}")
+    assert bad.returncode != 0 and "--out must end in .png or .npz" in bad.stderr

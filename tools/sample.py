@@ -1,0 +1,69 @@
+"""Samples images from a `.keras` denoiser: a PNG grid, or an `.npz` of uint8 images (key `x`) for FID.
+
+Usage:
+    KERAS_BACKEND=jax python tools/sample.py --model=student.keras --out=samples.png --steps=1 \\
+        --solver=ddim --num=64 [--schedule=karras|cosine] [--num_steps=40] [--label=3 | --num_classes=1000]
+"""
+
+import io
+import os
+
+from absl import app, flags
+
+flags.DEFINE_string("model", None, "A .keras denoiser (a distilled student, a teacher).", required=True)
+flags.DEFINE_string("out", None, "Output .png (grid) or .npz (uint8 images, key 'x').", required=True)
+flags.DEFINE_integer("num", 64, "Number of images.", lower_bound=1)
+flags.DEFINE_integer("batch", 256, "Images per sampler call.", lower_bound=1)
+flags.DEFINE_integer("steps", None, "Sampler steps (must divide --num_steps); default all levels.", lower_bound=1)
+flags.DEFINE_enum("solver", "ddim", ["ddim", "heun"], "ODE solver.")
+flags.DEFINE_enum("schedule", "karras", ["karras", "cosine"], "The teacher's grid.")
+flags.DEFINE_integer("num_steps", 40, "Levels of the grid (Karras: 40, cosine: 1024).", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Noise seed.")
+flags.DEFINE_integer("num_classes", 0, "Class-conditional models: number of classes (labels drawn uniformly).")
+flags.DEFINE_integer("label", None, "Class-conditional models: one label for every image.")
+flags.DEFINE_list("shape", None, "Image shape H,W,C (default: from the model's build config).")
+FLAGS = flags.FLAGS
+
+
+def main(_):
+    import keras
+    import numpy as np
+
+    import keras_tract as kt
+    from keras_tract.images import grid, save_png, to_uint8, write_atomic
+
+    if not FLAGS.out.endswith((".png", ".npz")):
+        raise app.UsageError(f"--out must end in .png or .npz, got --out={FLAGS.out}")
+    if FLAGS.label is not None and not FLAGS.num_classes:
+        raise app.UsageError("--label needs --num_classes (the model's number of classes)")
+    if not os.path.isfile(FLAGS.model):
+        raise app.UsageError(f"--model file not found: {FLAGS.model}")
+    model = keras.saving.load_model(FLAGS.model)
+    shape = tuple(int(s) for s in FLAGS.shape) if FLAGS.shape else tuple(
+        model.get_build_config()["shapes_dict"]["x_shape"][1:])
+    schedule = kt.KarrasSchedule(FLAGS.num_steps) if FLAGS.schedule == "karras" else kt.CosineSchedule(
+        FLAGS.num_steps)
+    rng = np.random.default_rng(FLAGS.seed)
+    out = []
+    for start in range(0, FLAGS.num, FLAGS.batch):
+        n = min(FLAGS.batch, FLAGS.num - start)
+        noise = rng.standard_normal((n,) + shape).astype("float32")
+        labels = None
+        if FLAGS.num_classes:
+            ids = np.full(n, FLAGS.label) if FLAGS.label is not None else rng.integers(0, FLAGS.num_classes, n)
+            labels = np.eye(FLAGS.num_classes, dtype="float32")[ids]
+        x = kt.sample(model, schedule, noise, steps=FLAGS.steps, solver=FLAGS.solver, labels=labels,
+                      clip_denoised=FLAGS.solver == "ddim")
+        out.append(to_uint8(keras.ops.convert_to_numpy(x)))
+    images = np.concatenate(out)
+    if FLAGS.out.endswith(".png"):
+        save_png(FLAGS.out, grid(images))
+    else:
+        buffer = io.BytesIO()
+        np.savez(buffer, x=images)
+        write_atomic(FLAGS.out, buffer.getvalue())
+    print(f"Wrote {len(images)} images of shape {images.shape[1:]} to {FLAGS.out}")
+
+
+if __name__ == "__main__":
+    app.run(main)
