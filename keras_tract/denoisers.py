@@ -15,6 +15,11 @@ def expand_to(sigma, x):
     return ops.reshape(sigma, (-1,) + (1,) * (len(x.shape) - 1))
 
 
+def as_float32(*tensors):
+    """Each argument (array or tensor) as a float32 tensor."""
+    return [ops.cast(ops.convert_to_tensor(t), "float32") for t in tensors]
+
+
 def check_inputs(x, sigma):
     """Raises ValueError unless `x` is `(B, ...)` with rank >= 2 and `sigma` is `(B,)`."""
     if len(x.shape) < 2:

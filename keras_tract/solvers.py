@@ -10,13 +10,9 @@ import weakref
 from keras import ops
 
 from keras_tract import backend
-from keras_tract.denoisers import expand_to
+from keras_tract.denoisers import as_float32, expand_to
 
 SOLVERS = ("heun", "ddim")
-
-
-def _float32(*tensors):
-    return [ops.cast(ops.convert_to_tensor(t), "float32") for t in tensors]
 
 
 def denoise(denoiser, x, sigma, labels=None, clip_denoised=False):
@@ -31,7 +27,7 @@ def ddim_step(denoiser, x, sigma, sigma_next, labels=None, clip_denoised=False):
     `x_next = x0 + sigma_next (x - x0) / sigma` with `x0 = D(x; sigma)`; at
     `sigma_next = 0` it returns `x0`.
     """
-    x, sigma, sigma_next = _float32(x, sigma, sigma_next)
+    x, sigma, sigma_next = as_float32(x, sigma, sigma_next)
     x0 = denoise(denoiser, x, sigma, labels, clip_denoised)
     return ddim_from_denoised(x, x0, sigma, sigma_next)
 
@@ -44,7 +40,7 @@ def ddim_from_denoised(x, x0, sigma, sigma_next):
 
 def heun_step(denoiser, x, sigma, sigma_next, labels=None, clip_denoised=False):
     """EDM's deterministic Heun step (Algorithm 1, S_churn = 0) to `sigma_next > 0`."""
-    x, sigma, sigma_next = _float32(x, sigma, sigma_next)
+    x, sigma, sigma_next = as_float32(x, sigma, sigma_next)
     step = expand_to(sigma_next - sigma, x)
     d0 = (x - denoise(denoiser, x, sigma, labels, clip_denoised)) / expand_to(sigma, x)
     x_euler = x + step * d0

@@ -88,7 +88,7 @@ class EDMTrainer(Trainer):
             halflife = ops.minimum(halflife, ops.cast(self.images_seen, "float32") * self.ema_rampup_ratio)
         self.ema_beta.assign(ops.exp(math.log(0.5) * ops.cast(batch, "float32") / ops.maximum(halflife, 1e-8)))
         self.images_seen.assign(self.images_seen + batch)
-        sigma = ops.exp(self.p_mean + self.p_std * keras.random.normal((ops.shape(x)[0],), seed=self.seed_generator))
+        sigma = ops.exp(self.p_mean + self.p_std * keras.random.normal((batch,), seed=self.seed_generator))
         noise = keras.random.normal(ops.shape(x), seed=self.seed_generator)
         return x + expand_to(sigma, x) * noise, sigma, x
 

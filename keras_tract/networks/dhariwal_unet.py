@@ -1,15 +1,14 @@
 """ADM (Dhariwal & Nichol 2021) as EDM re-implements it, channels-last."""
 
-import keras
 import numpy as np
 from keras import ops
 from keras.saving import register_keras_serializable
 
-from keras_tract.networks.layers import Conv2D, GroupNorm, Linear, PositionalEmbedding, UNetBlock
+from keras_tract.networks.layers import Conv2D, GroupNorm, Linear, PositionalEmbedding, UNetBase, UNetBlock
 
 
 @register_keras_serializable(package="keras_tract")
-class DhariwalUNet(keras.layers.Layer):
+class DhariwalUNet(UNetBase):
     """EDM's `DhariwalUNet` (ADM): adaptive scale/shift blocks, attention with 64 channels per head,
     class labels added to the embedding after `map_layer1`.
 
@@ -28,12 +27,8 @@ class DhariwalUNet(keras.layers.Layer):
     def __init__(self, out_channels=None, label_dim=0, model_channels=192, channel_mult=(1, 2, 3, 4),
                  channel_mult_emb=4, num_blocks=3, attn_resolutions=(32, 16, 8), dropout=0.10,
                  channels_per_head=64, **kwargs):
-        super().__init__(**kwargs)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1), got dropout={dropout!r}.")
-        self.out_channels, self.label_dim, self.model_channels = out_channels, label_dim, model_channels
-        self.channel_mult, self.channel_mult_emb = list(channel_mult), channel_mult_emb
-        self.num_blocks, self.attn_resolutions, self.dropout = num_blocks, list(attn_resolutions), dropout
+        super().__init__(out_channels, label_dim, model_channels, channel_mult, channel_mult_emb, num_blocks,
+                         attn_resolutions, dropout, **kwargs)
         self.channels_per_head = channels_per_head
 
     def build(self, input_shape):
@@ -122,13 +117,5 @@ class DhariwalUNet(keras.layers.Layer):
             x = layer([x, emb], training=training)
         return self.out_conv(ops.silu(self.out_norm(x)))
 
-    def compute_output_shape(self, input_shape):
-        x_shape = tuple(input_shape[0])
-        return x_shape[:-1] + (self.out_channels or x_shape[-1],)
-
     def get_config(self):
-        return {**super().get_config(), "out_channels": self.out_channels, "label_dim": self.label_dim,
-                "model_channels": self.model_channels, "channel_mult": self.channel_mult,
-                "channel_mult_emb": self.channel_mult_emb, "num_blocks": self.num_blocks,
-                "attn_resolutions": self.attn_resolutions, "dropout": self.dropout,
-                "channels_per_head": self.channels_per_head}
+        return {**super().get_config(), "channels_per_head": self.channels_per_head}

@@ -376,3 +376,26 @@ class UNetBlock(keras.layers.Layer):
                 "skip_scale": self.skip_scale, "eps": self.eps, "resample_filter": self.resample_filter,
                 "resample_proj": self.resample_proj, "adaptive_scale": self.adaptive_scale,
                 "init": self.init, "init_zero": self.init_zero, "init_attn": self.init_attn}
+
+
+class UNetBase(keras.layers.Layer):
+    """Arguments, validation, output shape and config shared by `SongUNet` and `DhariwalUNet`."""
+
+    def __init__(self, out_channels, label_dim, model_channels, channel_mult, channel_mult_emb, num_blocks,
+                 attn_resolutions, dropout, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1), got dropout={dropout!r}.")
+        self.out_channels, self.label_dim, self.model_channels = out_channels, label_dim, model_channels
+        self.channel_mult, self.channel_mult_emb = list(channel_mult), channel_mult_emb
+        self.num_blocks, self.attn_resolutions, self.dropout = num_blocks, list(attn_resolutions), dropout
+
+    def compute_output_shape(self, input_shape):
+        x_shape = tuple(input_shape[0])
+        return x_shape[:-1] + (self.out_channels or x_shape[-1],)
+
+    def get_config(self):
+        return {**super().get_config(), "out_channels": self.out_channels, "label_dim": self.label_dim,
+                "model_channels": self.model_channels, "channel_mult": self.channel_mult,
+                "channel_mult_emb": self.channel_mult_emb, "num_blocks": self.num_blocks,
+                "attn_resolutions": self.attn_resolutions, "dropout": self.dropout}

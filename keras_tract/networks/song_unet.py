@@ -1,15 +1,22 @@
 """DDPM++ and NCSN++ (Song et al. 2021) as EDM re-implements them, channels-last."""
 
-import keras
 import numpy as np
 from keras import ops
 from keras.saving import register_keras_serializable
 
-from keras_tract.networks.layers import Conv2D, FourierEmbedding, GroupNorm, Linear, PositionalEmbedding, UNetBlock
+from keras_tract.networks.layers import (
+    Conv2D,
+    FourierEmbedding,
+    GroupNorm,
+    Linear,
+    PositionalEmbedding,
+    UNetBase,
+    UNetBlock,
+)
 
 
 @register_keras_serializable(package="keras_tract")
-class SongUNet(keras.layers.Layer):
+class SongUNet(UNetBase):
     """EDM's `SongUNet`: the DDPM++ (positional embedding, standard encoder, [1,1] filter) and
     NCSN++ (Fourier embedding, residual encoder, [1,3,3,1] filter) architectures.
 
@@ -36,17 +43,13 @@ class SongUNet(keras.layers.Layer):
                  channel_mult_emb=4, num_blocks=4, attn_resolutions=(16,), dropout=0.10,
                  embedding_type="positional", channel_mult_noise=1, encoder_type="standard",
                  decoder_type="standard", resample_filter=(1, 1), **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(out_channels, label_dim, model_channels, channel_mult, channel_mult_emb, num_blocks,
+                         attn_resolutions, dropout, **kwargs)
         for name, value, choices in (("embedding_type", embedding_type, ("fourier", "positional")),
                                      ("encoder_type", encoder_type, ("standard", "skip", "residual")),
                                      ("decoder_type", decoder_type, ("standard", "skip"))):
             if value not in choices:
                 raise ValueError(f"`{name}` must be one of {choices}, got {name}={value!r}.")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1), got dropout={dropout!r}.")
-        self.out_channels, self.label_dim, self.model_channels = out_channels, label_dim, model_channels
-        self.channel_mult, self.channel_mult_emb = list(channel_mult), channel_mult_emb
-        self.num_blocks, self.attn_resolutions, self.dropout = num_blocks, list(attn_resolutions), dropout
         self.embedding_type, self.channel_mult_noise = embedding_type, channel_mult_noise
         self.encoder_type, self.decoder_type = encoder_type, decoder_type
         self.resample_filter = list(resample_filter)
@@ -202,15 +205,7 @@ class SongUNet(keras.layers.Layer):
                 x = layer([x, emb], training=training)
         return aux
 
-    def compute_output_shape(self, input_shape):
-        x_shape = tuple(input_shape[0])
-        return x_shape[:-1] + (self.out_channels or x_shape[-1],)
-
     def get_config(self):
-        return {**super().get_config(), "out_channels": self.out_channels, "label_dim": self.label_dim,
-                "model_channels": self.model_channels, "channel_mult": self.channel_mult,
-                "channel_mult_emb": self.channel_mult_emb, "num_blocks": self.num_blocks,
-                "attn_resolutions": self.attn_resolutions, "dropout": self.dropout,
-                "embedding_type": self.embedding_type, "channel_mult_noise": self.channel_mult_noise,
-                "encoder_type": self.encoder_type, "decoder_type": self.decoder_type,
-                "resample_filter": self.resample_filter}
+        return {**super().get_config(), "embedding_type": self.embedding_type,
+                "channel_mult_noise": self.channel_mult_noise, "encoder_type": self.encoder_type,
+                "decoder_type": self.decoder_type, "resample_filter": self.resample_filter}
