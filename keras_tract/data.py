@@ -1,9 +1,13 @@
 """tf.data input pipelines: float32 images in [-1, 1], optionally with one-hot labels.
 
 Every builder returns a shuffled, repeated, batched (remainder dropped) and
-prefetched `tf.data.Dataset` of `x` `(B, H, W, C)` or `(x, labels)`; the order
-and the flips are deterministic given `seed`. Only `tf.*` ops run inside the
-pipeline, so it feeds `fit()` on every Keras backend.
+prefetched `tf.data.Dataset` of `x` `(B, H, W, C)` or `(x, labels)`. The stream
+is a function of `seed` alone: epoch `e` permutes each block of up to
+`shuffle_buffer` examples with a stateless seed `(seed, e, block)`, and each
+image's flip is keyed on its position in the stream. So
+`start=n` (examples already consumed) resumes the stream exactly, reading at
+most one epoch to get there. Only `tf.*` ops run inside the pipeline, so it
+feeds `fit()` on every Keras backend.
 """
 
 import os
@@ -12,11 +16,17 @@ import numpy as np
 import tensorflow as tf
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+DIGITS_TEACHER = os.path.join(os.path.dirname(__file__), "assets", "digits_teacher.keras")
 
 
-def _finish(ds, batch_size, num_classes, labels, flip, seed, shuffle_buffer, repeat=True):
+def _finish(ds, num_examples, batch_size, num_classes, labels, flip, seed, start=0, repeat=True,
+            shuffle_buffer=50_000):
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, got batch_size={batch_size!r}.")
+    if not isinstance(start, (int, np.integer)) or start < 0:
+        raise ValueError(f"`start` must be a non-negative integer, got start={start!r}.")
+    if repeat and num_examples < batch_size:
+        raise ValueError(f"`batch_size`={batch_size} exceeds the {num_examples} examples of the dataset.")
 
     def convert(index, image, label):
         x = tf.cast(image, tf.float32) / 127.5 - 1.0
@@ -26,16 +36,29 @@ def _finish(ds, batch_size, num_classes, labels, flip, seed, shuffle_buffer, rep
             return x
         return x, tf.one_hot(tf.cast(label, tf.int32), num_classes, dtype=tf.float32)
 
-    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    block = min(num_examples, shuffle_buffer)
+
+    def epoch(e):  # stateless: each block of `block` examples permuted with seed (seed, e, block index)
+        def permute(b, images, labels):
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(tf.shape(images)[0]), seed=tf.stack([tf.cast(seed, tf.int64), e * 1_000_003 + b]))
+            return tf.gather(images, order), tf.gather(labels, order)
+
+        return ds.batch(block).enumerate().map(lambda b, item: permute(b, *item)).unbatch()
+
     if repeat:
-        ds = ds.repeat()
-    ds = ds.enumerate().map(lambda i, item: convert(i, *item), num_parallel_calls=tf.data.AUTOTUNE,
-                            deterministic=True)
+        ds = tf.data.Dataset.counter(int(start) // num_examples).flat_map(epoch).skip(int(start) % num_examples)
+    else:
+        ds = epoch(tf.constant(0, tf.int64))
+    ds = ds.enumerate(start=int(start) if repeat else 0)
+    ds = ds.map(lambda i, item: convert(i, *item), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def from_arrays(images, batch_size, labels=None, num_classes=None, flip=False, seed=0, repeat=True):
-    """Pipeline over uint8 images `(N, H, W, C)` (or `(N, H, W)`) and optional integer labels `(N,)`."""
+def from_arrays(images, batch_size, labels=None, num_classes=None, flip=False, seed=0, start=0, repeat=True):
+    """Pipeline over uint8 images `(N, H, W, C)` (or `(N, H, W)`) and optional integer labels `(N,)`.
+
+    `repeat=False` gives one shuffled pass (no resume)."""
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
@@ -47,10 +70,10 @@ def from_arrays(images, batch_size, labels=None, num_classes=None, flip=False, s
             raise ValueError(f"`labels` must have {images.shape[0]} entries, got labels.shape={labels.shape}.")
         num_classes = num_classes or int(labels.max()) + 1
     ds = tf.data.Dataset.from_tensor_slices((images, np.zeros(len(images), "int64") if labels is None else labels))
-    return _finish(ds, batch_size, num_classes, labels is not None, flip, seed, len(images), repeat)
+    return _finish(ds, len(images), batch_size, num_classes, labels is not None, flip, seed, start, repeat)
 
 
-def digits(batch_size, split="train", labels=False, flip=False, seed=0, repeat=True):
+def digits(batch_size, split="train", labels=False, flip=False, seed=0, start=0, repeat=True):
     """scikit-learn's bundled 8x8 handwritten digits as `(B, 8, 8, 1)` images (offline).
 
     The 1797 images (grey levels 0..16) are scaled to uint8; `split="train"` is
@@ -58,7 +81,7 @@ def digits(batch_size, split="train", labels=False, flip=False, seed=0, repeat=T
     """
     images, targets = digits_arrays(split)
     return from_arrays(images, batch_size, labels=targets if labels else None, num_classes=10, flip=flip,
-                       seed=seed, repeat=repeat)
+                       seed=seed, start=start, repeat=repeat)
 
 
 def digits_arrays(split="train"):
@@ -74,7 +97,7 @@ def digits_arrays(split="train"):
     return images[part], bunch.target[part]
 
 
-def tfds_images(name, batch_size, split="train", data_dir=None, labels=False, flip=False, seed=0,
+def tfds_images(name, batch_size, split="train", data_dir=None, labels=False, flip=False, seed=0, start=0,
                 download=True, image_key="image", label_key="label"):
     """A TFDS image dataset through the common pipeline; clear one-line errors when it is missing."""
     import tensorflow_datasets as tfds
@@ -96,22 +119,25 @@ def tfds_images(name, batch_size, split="train", data_dir=None, labels=False, fl
                 f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r} and could not be downloaded "
                 f"({first}); prepare it on a connected machine and pass data_dir=.") from None
     num_classes = builder.info.features[label_key].num_classes if labels else None
-    ds = builder.as_dataset(split=split, shuffle_files=True, read_config=tfds.ReadConfig(shuffle_seed=seed))
+    ds = builder.as_dataset(split=split, shuffle_files=False)  # the pipeline shuffles, seeded per epoch
     ds = ds.map(lambda item: (item[image_key], item[label_key] if labels else tf.zeros((), tf.int64)))
-    return _finish(ds, batch_size, num_classes, labels, flip, seed, 10_000)
+    num_examples = int(ds.cardinality())
+    if num_examples < 0:
+        num_examples = int(ds.reduce(0, lambda n, _: n + 1))
+    return _finish(ds, num_examples, batch_size, num_classes, labels, flip, seed, start)
 
 
-def cifar10(batch_size, split="train", data_dir=None, labels=False, flip=True, seed=0, download=True):
+def cifar10(batch_size, split="train", data_dir=None, labels=False, flip=True, seed=0, start=0, download=True):
     """CIFAR-10 (TFDS `cifar10`), `(B, 32, 32, 3)`, random horizontal flips as EDM and TRACT train."""
-    return tfds_images("cifar10", batch_size, split, data_dir, labels, flip, seed, download)
+    return tfds_images("cifar10", batch_size, split, data_dir, labels, flip, seed, start, download)
 
 
-def imagenet64(batch_size, split="train", data_dir=None, labels=True, flip=False, seed=0, download=False):
+def imagenet64(batch_size, split="train", data_dir=None, labels=True, flip=False, seed=0, start=0, download=False):
     """ImageNet 64x64 (TFDS `imagenet_resized/64x64`, needs a manual download), with 1000-class labels."""
-    return tfds_images("imagenet_resized/64x64", batch_size, split, data_dir, labels, flip, seed, download)
+    return tfds_images("imagenet_resized/64x64", batch_size, split, data_dir, labels, flip, seed, start, download)
 
 
-def image_folder(path, batch_size, resolution=None, channels=3, flip=False, seed=0):
+def image_folder(path, batch_size, resolution=None, channels=3, flip=False, seed=0, start=0):
     """All images under `path` (recursively), decoded with `channels` channels.
 
     Images must share one size, or `resolution` resizes them (area) to a square.
@@ -135,18 +161,18 @@ def image_folder(path, batch_size, resolution=None, channels=3, flip=False, seed
         return image, tf.zeros((), tf.int64)
 
     ds = tf.data.Dataset.from_tensor_slices(files).map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    return _finish(ds, batch_size, None, False, flip, seed, min(len(files), 10_000))
+    return _finish(ds, len(files), batch_size, None, False, flip, seed, start)
 
 
-def npz_images(path, batch_size, key=None, labels_key=None, flip=False, seed=0):
+def npz_images(path, batch_size, key=None, labels_key=None, flip=False, seed=0, start=0):
     """Images from an `.npz` (or `.npy`) of uint8 `(N, H, W, C)`; `key` defaults to the first array."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Image file not found: path={path!r}.")
     data = np.load(path)
     if isinstance(data, np.ndarray):
-        return from_arrays(data, batch_size, flip=flip, seed=seed)
+        return from_arrays(data, batch_size, flip=flip, seed=seed, start=start)
     key = key or data.files[0]
     if key not in data.files:
         raise ValueError(f"`key`={key!r} is not in {path!r}, which holds {data.files}.")
     label_values = data[labels_key] if labels_key else None
-    return from_arrays(data[key], batch_size, labels=label_values, flip=flip, seed=seed)
+    return from_arrays(data[key], batch_size, labels=label_values, flip=flip, seed=seed, start=start)

@@ -24,9 +24,9 @@ def _unshared(config):
     return config
 
 
-def clone(denoiser, name):
-    """A frozen copy of `denoiser` (same class and config, its current weights), built like it."""
-    copy = type(denoiser).from_config(_unshared({**denoiser.get_config(), "name": name}))
+def clone(denoiser, name, config=None):
+    """A frozen copy of `denoiser` (same class, its config or `config`, its current weights), built like it."""
+    copy = type(denoiser).from_config(_unshared({**(config or denoiser.get_config()), "name": name}))
     build_config = denoiser.get_build_config()
     if build_config and not copy.built:
         copy.build_from_config(build_config)

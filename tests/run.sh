@@ -3,7 +3,7 @@
 set -u
 cd "$(dirname "$0")/.."
 status=0
-python -m ruff check keras_tract tests tools || status=1
+python -m ruff check keras_tract tests tools configs benchmarks || status=1
 for backend in ${BACKENDS:-jax tensorflow torch}; do
   echo "=== KERAS_BACKEND=$backend"
   KERAS_BACKEND=$backend python -m pytest -q "$@" || status=1

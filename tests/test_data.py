@@ -35,6 +35,18 @@ def test_digits_scaling_split_and_determinism():
         assert np.min(np.abs(pool - row).max(axis=1)) < 1e-6
 
 
+def test_stream_resumes_exactly_and_visits_every_image_each_epoch():
+    images = (np.arange(30, dtype=np.uint8) * 8)[:, None, None, None] * np.ones((1, 2, 2, 1), np.uint8)
+    stream = np.concatenate(batches(data.from_arrays(images, 5, flip=True, seed=2), 12))  # 2 epochs
+    for epoch in (stream[:30], stream[30:]):
+        values = np.sort(np.round((epoch[:, 0, 0, 0] + 1) * 127.5 / 8).astype(int))
+        np.testing.assert_array_equal(values, np.arange(30))
+    assert not np.array_equal(stream[:30], stream[30:])  # each epoch has its own order
+    for start in (10, 35):  # inside the first epoch, inside the second
+        resumed = np.concatenate(batches(data.from_arrays(images, 5, flip=True, seed=2, start=start), 3))
+        np.testing.assert_array_equal(resumed, stream[start:start + 15])
+
+
 def test_npz_and_folder_inputs(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (10, 6, 6, 3), dtype=np.uint8)

@@ -1,4 +1,4 @@
-"""Offline quick start: distill an exact 2-D teacher into a 1-step sampler with TRACT.
+"""TRACT against ground truth: distill an exact 2-D teacher into a 1-step sampler.
 
 The teacher is the exact denoiser of a mixture of 8 Gaussians on a circle
 (`GaussianMixtureDenoiser`), sampled with EDM's 40-level Heun solver (79
@@ -6,7 +6,7 @@ evaluations). TRACT with time schedule (40, 1) trains a small MLP student; the
 table compares it with the naive teacher at the same number of steps.
 
 Usage:
-    KERAS_BACKEND=jax python tools/quickstart.py [--steps=3000] [--batch=256]
+    KERAS_BACKEND=jax python tools/exact_teacher_2d.py [--steps=3000] [--batch=256]
 """
 
 import time

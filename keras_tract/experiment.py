@@ -1,0 +1,268 @@
+"""Runs a config's stages: `teacher` (EDM training) and `distill` (TRACT or binary distillation).
+
+A run lives in one workdir: `config.json`, `{stage}_checkpoint.keras` (the whole
+trainer with its optimizer and random state, replaced atomically every
+`run.checkpoint_every` steps), TensorBoard logs in `tensorboard/{stage}`, sample
+grids in `samples/`, and the results: `teacher.keras`, or `student.keras` (the
+inference EMA), `metrics.json` and `comparison.png`. Running the same command
+again resumes from the checkpoint; the data stream, random draws and optimizer
+state continue exactly, so the result equals an uninterrupted run's.
+"""
+
+import json
+import os
+import time
+
+import keras
+import numpy as np
+
+from keras_tract import data
+from keras_tract.callbacks import ScalarLogger
+from keras_tract.denoisers import EDMPrecond
+from keras_tract.distiller import BinaryDistiller, TRACTDistiller
+from keras_tract.ema import clone
+from keras_tract.evaluation import compare_samplers, comparison_image, format_table
+from keras_tract.images import grid, save_png, to_uint8, write_atomic
+from keras_tract.networks import get as get_network
+from keras_tract.schedules import CosineSchedule, KarrasSchedule
+from keras_tract.solvers import sample
+from keras_tract.teacher import EDMTrainer, LinearRampUp
+
+STAGES = ("teacher", "distill")
+
+
+def dataset(config, split="train", start=0):
+    """The config's `tf.data` pipeline, `start` examples into its seeded stream."""
+    d, seed = config["data"], config["run"]["seed"]
+    common = dict(flip=d["flip"], seed=seed, start=start)
+    batch = d["batch_size"]
+    if d["name"] == "digits":
+        return data.digits(batch, split, labels=d["labels"], **common)
+    if d["name"] in ("cifar10", "imagenet64"):
+        return getattr(data, d["name"])(batch, split, data_dir=d["data_dir"], labels=d["labels"], **common)
+    if d["name"] == "tfds":
+        return data.tfds_images(d["path"], batch, split, data_dir=d["data_dir"], labels=d["labels"], **common)
+    if d["name"] == "folder":
+        return data.image_folder(d["path"], batch, resolution=d["resolution"], **common)
+    return data.npz_images(d["path"], batch, **common)
+
+
+def save_atomic(model, path):
+    """`model.save(path)` through a temporary `.keras` file in the same folder and a rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_denoiser(path, flag="--teacher"):
+    """A `.keras` denoiser, with one-line errors for a missing or unreadable file."""
+    if not path:
+        raise ValueError(f"No teacher given: pass {flag}=PATH.keras (the config's distill.teacher is None).")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Teacher file not found: {flag}={path}")
+    try:
+        return keras.saving.load_model(path)
+    except Exception as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"Cannot load the teacher {flag}={path}: {first}") from None
+
+
+def image_shape(denoiser):
+    """The per-example input shape the denoiser was built for, or None."""
+    shapes = (denoiser.get_build_config() or {}).get("shapes_dict", {})
+    return tuple(shapes["x_shape"][1:]) if "x_shape" in shapes else None
+
+
+def check_workdir(workdir, config):
+    """Creates `workdir` and its `config.json`, or checks that the stored config equals `config`."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "config.json")
+    text = json.dumps(config, indent=2, sort_keys=True)
+    if os.path.exists(path):
+        with open(path) as f:
+            stored = json.load(f)
+        current = json.loads(text)
+        changed = sorted(f"{s}.{k}" for s in set(stored) | set(current)
+                         for k in set(stored.get(s, {})) | set(current.get(s, {}))
+                         if stored.get(s, {}).get(k) != current.get(s, {}).get(k))
+        if changed:
+            raise ValueError(f"--workdir={workdir} holds a run with another config (differs in {', '.join(changed)}); "
+                             "use a new --workdir or the same config.")
+    else:
+        write_atomic(path, text.encode())
+
+
+def _schedule(config):
+    c = config["distill"]
+    return (KarrasSchedule if c["schedule"] == "karras" else CosineSchedule)(c["num_steps"])
+
+
+class Run:
+    """One stage of a config in a workdir.
+
+    Args:
+        config: a validated config (`keras_tract.config.load`).
+        workdir: the run's folder.
+        stage: `"teacher"` or `"distill"`.
+        teacher: path of a `.keras` teacher for `distill`; default the workdir's
+            `teacher.keras` if the teacher stage made one, else `distill.teacher`.
+        verbose: Keras `fit` verbosity (1 progress bar, 2 one line per chunk, 0 silent).
+    """
+
+    def __init__(self, config, workdir, stage="distill", teacher=None, verbose=1):
+        if stage not in STAGES:
+            raise ValueError(f"`stage` must be one of {STAGES}, got stage={stage!r}.")
+        self.config, self.workdir, self.stage, self.verbose = config, workdir, stage, verbose
+        self.batch_size = config["data"]["batch_size"]
+        self.total_steps = config[stage]["train_len"] // self.batch_size
+        self.checkpoint = os.path.join(workdir, f"{stage}_checkpoint.keras")
+        if teacher is None and stage == "distill":
+            own = os.path.join(workdir, "teacher.keras")
+            teacher = own if os.path.isfile(own) else config["distill"]["teacher"]
+        self.teacher_path = teacher
+        first = next(iter(dataset(config).take(1)))
+        x, labels = (first if isinstance(first, tuple) else (first, None))
+        self.shape = tuple(x.shape[1:])
+        self.num_classes = None if labels is None else int(labels.shape[-1])
+        check_workdir(workdir, config)
+
+    # --- building -------------------------------------------------------------
+
+    def build(self):
+        """The trainer: resumed from the checkpoint, or new."""
+        if os.path.isfile(self.checkpoint):
+            return keras.saving.load_model(self.checkpoint)
+        return self.new_teacher_trainer() if self.stage == "teacher" else self.new_distiller()
+
+    def _dummy(self, denoiser):
+        x = np.zeros((1,) + self.shape, "float32")
+        labels = None if self.num_classes is None else np.eye(self.num_classes, dtype="float32")[:1]
+        denoiser(x, np.ones((1,), "float32"), labels)
+
+    def new_teacher_trainer(self):
+        t, seed = self.config["teacher"], self.config["run"]["seed"]
+        keras.utils.set_random_seed(seed)
+        denoiser = EDMPrecond(get_network(t["network"], **t["network_kwargs"]), sigma_data=t["sigma_data"],
+                              name="teacher")
+        self._dummy(denoiser)
+        trainer = EDMTrainer(denoiser, t["p_mean"], t["p_std"], t["ema_halflife_kimg"], t["ema_rampup_ratio"],
+                             seed=seed)
+        rate = LinearRampUp(t["lr"], t["lr_rampup"] // self.batch_size)
+        trainer.compile(optimizer=keras.optimizers.Adam(rate, epsilon=1e-8))
+        return trainer
+
+    def new_distiller(self):
+        c, seed = self.config["distill"], self.config["run"]["seed"]
+        teacher = load_denoiser(self.teacher_path)
+        shape = image_shape(teacher)
+        if shape is not None and shape != self.shape:
+            raise ValueError(f"The teacher {self.teacher_path} takes images of shape {shape}, but the data "
+                             f"(data.name={self.config['data']['name']!r}) has images of shape {self.shape}.")
+        student = student_from(teacher)
+        steps_per_phase = max(self.total_steps // (len(c["time_schedule"]) - 1), 1)
+        common = dict(teacher_solver=c["teacher_solver"], steps_per_phase=steps_per_phase, loss=c["loss"],
+                      reset_inference_ema_on_phase=c["reset_inference_ema_on_phase"],
+                      clip_teacher=c["clip_teacher"], seed=seed)
+        if c["method"] == "tract":
+            distiller = TRACTDistiller(teacher, student, _schedule(self.config), tuple(c["time_schedule"]),
+                                       self_teacher_momentum=c["self_teacher_momentum"],
+                                       ema_residual=c["ema_residual"],
+                                       inference_momentum=c["inference_momentum"], **common)
+        else:
+            distiller = BinaryDistiller(teacher, student, _schedule(self.config), tuple(c["time_schedule"]),
+                                        inference_momentum=c["inference_momentum"] or 0.9995, **common)
+        rate = LinearRampUp(c["lr"], c["lr_warmup"] // self.batch_size)
+        distiller.compile(optimizer=keras.optimizers.Adam(rate, epsilon=1e-8, global_clipnorm=c["global_clipnorm"]))
+        return distiller
+
+    # --- training ---------------------------------------------------------------
+
+    def train(self, model):
+        """Trains to `total_steps` in chunks of `run.checkpoint_every`, checkpointing after each."""
+        run = self.config["run"]
+        every = run["checkpoint_every"]
+        done = int(keras.ops.convert_to_numpy(model.step_count))
+        if done:
+            print(f"Resuming {self.stage} from step {done} of {self.total_steps} ({self.checkpoint})")
+        start = time.perf_counter()
+        while done < self.total_steps:
+            chunk = min(every - done % every, self.total_steps - done)
+            logger = ScalarLogger(os.path.join(self.workdir, "tensorboard", self.stage), run["log_every"],
+                                  self.batch_size, done)
+            model.fit(dataset(self.config, start=done * self.batch_size), initial_epoch=done // every,
+                      epochs=done // every + 1, steps_per_epoch=chunk, callbacks=[logger], verbose=self.verbose)
+            done += chunk
+            save_atomic(model, self.checkpoint)
+            if done // run["sample_every"] > (done - chunk) // run["sample_every"] or done == self.total_steps:
+                self.save_samples(model, done)
+        return time.perf_counter() - start
+
+    def _noise(self, num, seed):
+        rng = np.random.default_rng(seed)
+        noise = rng.standard_normal((num,) + self.shape).astype("float32")
+        labels = None
+        if self.num_classes is not None:
+            labels = np.eye(self.num_classes, dtype="float32")[rng.integers(0, self.num_classes, num)]
+        return noise, labels
+
+    def save_samples(self, model, step):
+        """A grid of `run.num_images` samples with fixed noise: the current student or the teacher's EMA."""
+        noise, labels = self._noise(self.config["run"]["num_images"], self.config["run"]["seed"] + 1)
+        if self.stage == "distill":
+            x = model.generate(noise, labels=labels)
+        else:
+            x = sample(model.ema, _schedule(self.config), noise, solver=self.config["distill"]["teacher_solver"],
+                       labels=labels)
+        save_png(os.path.join(self.workdir, "samples", f"{self.stage}_{step:08d}.png"),
+                 grid(to_uint8(keras.ops.convert_to_numpy(x))))
+
+    # --- the whole stage -----------------------------------------------------------
+
+    def __call__(self, model=None):
+        """Trains `model` (default `build()`), writes the results; returns the metrics dict."""
+        model = self.build() if model is None else model
+        seconds = self.train(model)
+        metrics = {"stage": self.stage, "steps": self.total_steps, "batch_size": self.batch_size,
+                   "train_seconds_this_process": round(seconds, 1),
+                   "skipped_steps": int(keras.ops.convert_to_numpy(model.skipped_steps))}
+        if self.stage == "teacher":
+            save_atomic(model.ema, os.path.join(self.workdir, "teacher.keras"))
+            print(f"Saved the teacher (EMA) to {os.path.join(self.workdir, 'teacher.keras')}")
+        else:
+            save_atomic(model.inference_student, os.path.join(self.workdir, "student.keras"))
+            metrics["evaluation"] = self.evaluate(model)
+        write_atomic(os.path.join(self.workdir, f"{self.stage}_metrics.json"),
+                     json.dumps(metrics, indent=2).encode())
+        return metrics
+
+    def evaluate(self, distiller):
+        """Teacher, naive teacher and student from the same noise; prints the table, saves `comparison.png`."""
+        e = self.config["evaluate"]
+        noise, labels = self._noise(e["num_samples"], e["seed"])
+        reference = None
+        if e["reference_split"]:
+            needed = -(-e["num_samples"] // self.batch_size)
+            batches = dataset(self.config, split=e["reference_split"]).take(needed)
+            reference = np.concatenate([np.asarray(b[0] if isinstance(b, tuple) else b) for b in batches])
+        rows, images = compare_samplers(distiller, noise, labels, e["steps"], reference, e["batch_size"])
+        print(format_table(rows, e["num_samples"], e["reference_split"]))
+        save_png(os.path.join(self.workdir, "comparison.png"), comparison_image(images))
+        print(f"Saved the student to {os.path.join(self.workdir, 'student.keras')} and the sample grids "
+              f"({', '.join(images)}) side by side to {os.path.join(self.workdir, 'comparison.png')}")
+        return rows
+
+
+def student_from(teacher):
+    """A trainable copy of `teacher` with dropout 0 (TRACT distills without dropout, tract_spec §4.5)."""
+    config = teacher.get_config()
+    network = config.get("network")
+    if isinstance(network, dict) and "dropout" in network.get("config", {}):
+        network["config"]["dropout"] = 0.0
+    student = clone(teacher, "student", config)
+    student.trainable = True
+    return student

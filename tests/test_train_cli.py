@@ -1,0 +1,138 @@
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import keras_tract
+from keras_tract import config as config_lib
+from keras_tract.experiment import Run
+
+ROOT = os.path.dirname(os.path.dirname(__file__))
+DIGITS = os.path.join(ROOT, "configs", "digits.py")
+BACKEND = keras.config.backend()
+# A run of seconds: 16-image batches, an MLP teacher, 12 distillation steps.
+TINY = ["data.batch_size=16", "teacher.network='mlp_small'", "teacher.train_len=160", "teacher.lr_rampup=32",
+        "distill.train_len=192", "distill.time_schedule=[40, 8, 1]", "run.checkpoint_every=4",
+        "run.sample_every=8", "run.log_every=2", "run.num_images=9", "evaluate.num_samples=24",
+        "evaluate.batch_size=24"]
+
+
+def train(workdir, *args, wait=True):
+    command = [sys.executable, os.path.join(ROOT, "tools", "train.py"), f"--workdir={workdir}", "--verbose=2",
+               *[f"--set={item}" for item in TINY], *args]
+    env = {**os.environ, "KERAS_BACKEND": BACKEND}
+    if not wait:
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.run(command, capture_output=True, text=True, env=env)
+
+
+def student_weights(workdir):
+    return keras.saving.load_model(os.path.join(workdir, "student.keras")).get_weights()
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """The teacher stage, then an uninterrupted distillation, in one workdir."""
+    workdir = str(tmp_path_factory.mktemp("run"))
+    for stage in ("teacher", "distill"):
+        result = train(workdir, f"--stage={stage}")
+        assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, result.stdout
+
+
+def test_cli_trains_teacher_then_distills(finished):
+    workdir, stdout = finished
+    for name in ("config.json", "teacher.keras", "student.keras", "comparison.png", "distill_metrics.json",
+                 "samples/teacher_00000008.png", "samples/distill_00000012.png"):
+        assert os.path.isfile(os.path.join(workdir, name)), name
+    assert glob.glob(os.path.join(workdir, "tensorboard", "distill", "events.out.tfevents.*"))
+    assert not glob.glob(os.path.join(workdir, ".tmp-*"))
+    with open(os.path.join(workdir, "distill_metrics.json")) as f:
+        metrics = json.load(f)
+    rows = {row["sampler"]: row for row in metrics["evaluation"]}
+    assert metrics["steps"] == 12 and metrics["skipped_steps"] == 0
+    assert rows["teacher, heun 40 steps"]["nfe"] == 79 and rows["teacher, heun 40 steps"]["rmse"] == 0.0
+    assert all(row["fd"] > 0 for row in rows.values()) and rows["student, 1 step"]["rmse"] > 0
+    assert "student, 2 steps" in stdout and "FD to test" in stdout
+    # The student file samples like the distiller's inference EMA: 1-step DDIM, clipped.
+    student = keras.saving.load_model(os.path.join(workdir, "student.keras"))
+    noise = np.random.default_rng(0).standard_normal((4, 8, 8, 1)).astype("float32")
+    x = keras.ops.convert_to_numpy(keras_tract.sample(student, keras_tract.KarrasSchedule(40), noise, steps=1,
+                                                      solver="ddim", clip_denoised=True))
+    assert x.shape == (4, 8, 8, 1) and np.abs(x).max() <= 1.0
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(finished, tmp_path):
+    reference, _ = finished
+    workdir = str(tmp_path)
+    teacher = f"--teacher={os.path.join(reference, 'teacher.keras')}"
+    process = train(workdir, teacher, wait=False)
+    checkpoint = os.path.join(workdir, "distill_checkpoint.keras")
+    deadline = time.time() + 300
+    while not os.path.exists(checkpoint) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not os.path.exists(os.path.join(workdir, "student.keras")), "the run finished before the kill"
+    resumed = train(workdir, teacher)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming distill from step" in resumed.stdout
+    for a, b in zip(student_weights(reference), student_weights(workdir), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_config_overrides_are_typed_and_checked():
+    config = config_lib.load(DIGITS, ["distill.lr=2e-4", "distill.time_schedule=[40, 8, 1]", "data.flip=True",
+                                      "distill.inference_momentum=0.999", "run.seed=3"])
+    assert config["distill"]["lr"] == 2e-4 and config["distill"]["time_schedule"] == [40, 8, 1]
+    assert config["data"]["flip"] is True and config["distill"]["inference_momentum"] == 0.999
+    assert config_lib.load(DIGITS, ["distill.lr=1"])["distill"]["lr"] == 1.0  # int for a float is fine
+    bad = {"distill.lrate=1e-3": "Unknown config key 'distill.lrate'",
+           "distill.lr=fast": "distill.lr='fast' must be of type float",
+           "data.flip=1": "data.flip=1 must be of type bool",
+           "distill.method=consistency": "distill.method='consistency' must be one of",
+           "data.batch_size=0": "data.batch_size=0 must be a positive number",
+           "distill.train_len=8": "distill.train_len=8 is shorter than one batch",
+           "distill.lr": "must look like section.key=value"}
+    for item, message in bad.items():
+        with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):
+            config_lib.load(DIGITS, [item])
+    with pytest.raises(FileNotFoundError, match="--config=nowhere.py"):
+        config_lib.load("nowhere.py")
+
+
+@pytest.mark.parametrize("name", ["digits", "cifar10_edm", "cifar10_vp", "imagenet64_edm"])
+def test_shipped_configs_validate(name):
+    config = config_lib.load(os.path.join(ROOT, "configs", f"{name}.py"))
+    ts, distill = config["distill"]["time_schedule"], config["distill"]
+    keras_tract.distiller.check_time_schedule(ts, distill["num_steps"])
+    assert distill["train_len"] % config["data"]["batch_size"] == 0
+
+
+def test_missing_or_misfit_teacher_and_changed_config_fail_clearly(tmp_path):
+    config = config_lib.load(DIGITS, TINY)
+    with pytest.raises(FileNotFoundError, match="Teacher file not found: --teacher=.*missing.keras"):
+        Run(config, str(tmp_path / "a"), teacher=str(tmp_path / "missing.keras")).build()
+    small = keras_tract.EDMPrecond(keras_tract.networks.get("mlp_small"))
+    small(np.zeros((1, 4, 4, 1), "float32"), np.ones((1,), "float32"))
+    path = str(tmp_path / "small.keras")
+    small.save(path)
+    with pytest.raises(ValueError, match=r"takes images of shape \(4, 4, 1\).*images of shape \(8, 8, 1\)"):
+        Run(config, str(tmp_path / "b"), teacher=path).build()
+    with pytest.raises(ValueError, match="holds a run with another config .differs in distill.lr"):
+        Run(config_lib.override(config, "distill.lr=0.5"), str(tmp_path / "b"), teacher=path)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="a subprocess CLI run; once is enough")
+def test_cli_errors_are_one_line(tmp_path):
+    result = train(str(tmp_path), "--set=distill.loss='l1'")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "train.py: error: Config value distill.loss='l1' must be one of ['edm', 'snr_trunc'].")

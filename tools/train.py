@@ -1,0 +1,44 @@
+"""Trains a teacher or distills it, as a config says; resumes automatically from the workdir.
+
+With no flags: the offline quick start. TRACT (40 -> 1) distills the bundled digits
+teacher on a CPU in minutes, then prints the teacher / naive teacher / student table
+and saves `student.keras` and `comparison.png` in the workdir.
+
+Usage:
+    KERAS_BACKEND=jax python tools/train.py [--config=configs/digits.py] [--workdir=runs/digits]
+        [--stage=distill|teacher] [--teacher=teacher.keras] [--set=distill.lr=2e-4 ...]
+    tensorboard --logdir=runs/digits/tensorboard
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+flags.DEFINE_string("config", os.path.join(ROOT, "configs", "digits.py"), "Python config file (configs/*.py).")
+flags.DEFINE_multi_string("set", [], "Override one config value: section.key=value (repeatable).")
+flags.DEFINE_string("workdir", None, "Run folder (default runs/<config name>); reruns resume from it.")
+flags.DEFINE_enum("stage", "distill", ["teacher", "distill"], "Train a teacher (EDM) or distill one.")
+flags.DEFINE_string("teacher", None, "A .keras teacher for --stage=distill (default: the workdir's "
+                    "teacher.keras, else the config's distill.teacher).")
+flags.DEFINE_integer("verbose", 1, "1: progress bars, 2: one line per checkpoint, 0: quiet.")
+FLAGS = flags.FLAGS
+
+
+def main(_):
+    from keras_tract import config as config_lib
+    from keras_tract.experiment import Run
+
+    workdir = FLAGS.workdir or os.path.join("runs", os.path.splitext(os.path.basename(FLAGS.config))[0])
+    try:
+        config = config_lib.load(FLAGS.config, FLAGS.set)
+        run = Run(config, workdir, FLAGS.stage, FLAGS.teacher, FLAGS.verbose)
+        model = run.build()
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"train.py: error: {' '.join(str(error).split())}")
+    run(model)
+
+
+if __name__ == "__main__":
+    app.run(main)
