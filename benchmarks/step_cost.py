@@ -29,48 +29,55 @@ def timed(fn, repeats):
     return (time.perf_counter() - start) / repeats
 
 
-def main(_):
+def measure(name, batch, rng):
+    """`(forward, two_step, tract, edm)` seconds for one preset at one batch."""
     import keras
     import numpy as np
 
     import keras_tract as kt
     from keras_tract.ema import clone
 
-    backend = keras.config.backend()
+    x = rng.uniform(-1, 1, (batch * (FLAGS.steps + 1), 32, 32, 3)).astype("float32")
+    teacher = kt.EDMPrecond(kt.networks.get(name, dropout=0.0))
+    teacher(x[:1], np.ones((1,), "float32"))
+    schedule = kt.KarrasSchedule(40)
+    noise = rng.standard_normal((batch, 32, 32, 3)).astype("float32")
+
+    def copy(label):
+        model = clone(teacher, label)
+        model.trainable = True
+        return model
+
+    def sampler(steps):
+        return lambda: keras.ops.convert_to_numpy(kt.sample(teacher, schedule, noise, steps=steps, solver="ddim"))
+
+    def train_step_seconds(model):
+        model.compile(optimizer=keras.optimizers.Adam(1e-4, epsilon=1e-8))
+        model.fit(x[:batch], batch_size=batch, epochs=1, verbose=0)  # compiles
+        start = time.perf_counter()
+        model.fit(x[batch:], batch_size=batch, epochs=1, shuffle=False, verbose=0)
+        return (time.perf_counter() - start) / FLAGS.steps
+
+    tract = train_step_seconds(kt.TRACTDistiller(teacher, copy("student"), schedule, (40, 1), steps_per_phase=1000))
+    edm = train_step_seconds(kt.EDMTrainer(copy("edm_student")))
+    return timed(sampler(1), FLAGS.steps), timed(sampler(2), FLAGS.steps), tract, edm
+
+
+def main(_):
+    import keras
+    import numpy as np
+
+    import keras_tract as kt
+
     rng = np.random.default_rng(0)
-    print(f"backend {backend}, keras {keras.__version__}")
+    print(f"backend {keras.config.backend()}, keras {keras.__version__}")
     print(f"{'preset':<16} {'batch':>5} {'forward ms':>10} {'tract ms':>9} {'ratio':>6} {'edm ms':>8} {'ratio':>6} "
           f"{'1-step img/s':>12} {'2-step img/s':>12}")
     for item in FLAGS.presets:
         name, batch = item.split(":")
-        batch = int(batch)
-        x = rng.uniform(-1, 1, (batch * (FLAGS.steps + 1), 32, 32, 3)).astype("float32")
-        teacher = kt.EDMPrecond(kt.networks.get(name, dropout=0.0))
-        teacher(x[:1], np.ones((1,), "float32"))
-        student = clone(teacher, "student")
-        student.trainable = True
-        schedule = kt.KarrasSchedule(40)
-        noise = rng.standard_normal((batch, 32, 32, 3)).astype("float32")
-
-        def sampler(steps):
-            return lambda: keras.ops.convert_to_numpy(kt.sample(student, schedule, noise, steps=steps, solver="ddim"))
-
-        forward = timed(sampler(1), FLAGS.steps)
-        two = timed(sampler(2), FLAGS.steps)
-
-        def train_step_seconds(model):
-            model.compile(optimizer=keras.optimizers.Adam(1e-4, epsilon=1e-8))
-            model.fit(x[:batch], batch_size=batch, epochs=1, verbose=0)  # compiles
-            start = time.perf_counter()
-            model.fit(x[batch:], batch_size=batch, epochs=1, shuffle=False, verbose=0)
-            return (time.perf_counter() - start) / FLAGS.steps
-
-        tract = train_step_seconds(kt.TRACTDistiller(teacher, student, schedule, (40, 1), steps_per_phase=1000))
-        edm_student = clone(teacher, "edm_student")
-        edm_student.trainable = True
-        edm = train_step_seconds(kt.EDMTrainer(edm_student))
+        forward, two, tract, edm = measure(name, int(batch), rng)
         print(f"{name:<16} {batch:>5} {forward * 1e3:>10.1f} {tract * 1e3:>9.1f} {tract / forward:>6.2f} "
-              f"{edm * 1e3:>8.1f} {edm / forward:>6.2f} {batch / forward:>12.1f} {batch / two:>12.1f}")
+              f"{edm * 1e3:>8.1f} {edm / forward:>6.2f} {int(batch) / forward:>12.1f} {int(batch) / two:>12.1f}")
 
     images = rng.integers(0, 256, (10_000, 32, 32, 3), dtype=np.uint8)
     ds = kt.data.from_arrays(images, 512, flip=True)
