@@ -4,7 +4,7 @@ from keras_tract import data, networks
 from keras_tract.denoisers import EDMPrecond, GaussianMixtureDenoiser, VPDenoiser
 from keras_tract.distiller import BinaryDistiller, TRACTDistiller
 from keras_tract.schedules import CosineSchedule, KarrasSchedule, Schedule
-from keras_tract.solvers import ddim_step, heun_step, sample
+from keras_tract.solvers import ddim_step, heun_step, sample, sample_images
 from keras_tract.teacher import EDMTrainer, LinearRampUp
 
 __version__ = "0.1.0"
@@ -25,4 +25,5 @@ __all__ = [
     "data",
     "networks",
     "sample",
+    "sample_images",
 ]

@@ -27,8 +27,11 @@ class ScalarLogger(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
 
         self._writer = tf.summary.create_file_writer(self.logdir)
+        self._metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
         self._clock = (self.start_step, time.perf_counter())
 
     def on_train_batch_end(self, batch, logs=None):
@@ -43,13 +46,9 @@ class ScalarLogger(keras.callbacks.Callback):
         scalars = {k: float(np.asarray(v)) for k, v in (logs or {}).items() if np.size(v) == 1}
         scalars["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         scalars["images_per_second"] = (step - last_step) * self.batch_size / max(now - last_time, 1e-9)
-        from tensorflow.core.framework import summary_pb2
-
-        metadata = summary_pb2.SummaryMetadata(
-            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
         with self._writer.as_default(step=step):
             for name, value in scalars.items():
-                tf.summary.write(name, tf.constant(value, tf.float32), metadata=metadata)
+                tf.summary.write(name, tf.constant(value, tf.float32), metadata=self._metadata)
         self._writer.flush()
 
     def on_train_end(self, logs=None):

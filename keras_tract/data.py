@@ -137,17 +137,23 @@ def imagenet64(batch_size, split="train", data_dir=None, labels=True, flip=False
     return tfds_images("imagenet_resized/64x64", batch_size, split, data_dir, labels, flip, seed, start, download)
 
 
-def image_folder(path, batch_size, resolution=None, channels=3, flip=False, seed=0, start=0):
-    """All images under `path` (recursively), decoded with `channels` channels.
-
-    Images must share one size, or `resolution` resizes them (area) to a square.
-    """
+def list_images(path):
+    """Image files under the folder `path`, recursively, sorted; errors when there are none."""
     if not os.path.isdir(path):
         raise FileNotFoundError(f"Image folder not found: path={path!r}.")
     files = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names
                    if f.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
         raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found under path={path!r}.")
+    return files
+
+
+def image_folder(path, batch_size, resolution=None, channels=3, flip=False, seed=0, start=0):
+    """All images under `path` (recursively), decoded with `channels` channels.
+
+    Images must share one size, or `resolution` resizes them (area) to a square.
+    """
+    files = list_images(path)
     first = tf.io.decode_image(tf.io.read_file(files[0]), channels=channels, expand_animations=False)
     size = (resolution, resolution) if resolution else tuple(first.shape[:2])
 

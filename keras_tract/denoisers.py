@@ -20,6 +20,12 @@ def as_float32(*tensors):
     return [ops.cast(ops.convert_to_tensor(t), "float32") for t in tensors]
 
 
+def image_shape(denoiser):
+    """The per-example input shape `x.shape[1:]` a denoiser was built for, or None."""
+    shapes = (denoiser.get_build_config() or {}).get("shapes_dict", {})
+    return tuple(shapes["x_shape"][1:]) if "x_shape" in shapes else None
+
+
 def check_inputs(x, sigma):
     """Raises ValueError unless `x` is `(B, ...)` with rank >= 2 and `sigma` is `(B,)`."""
     if len(x.shape) < 2:

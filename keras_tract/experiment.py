@@ -4,7 +4,7 @@ A run lives in one workdir: `config.json`, `{stage}_checkpoint.keras` (the whole
 trainer with its optimizer and random state, replaced atomically every
 `run.checkpoint_every` steps), TensorBoard logs in `tensorboard/{stage}`, sample
 grids in `samples/`, and the results: `teacher.keras`, or `student.keras` (the
-inference EMA), `metrics.json` and `comparison.png`. Running the same command
+inference EMA), `{stage}_metrics.json` and `comparison.png`. Running the same command
 again resumes from the checkpoint; the data stream, random draws and optimizer
 state continue exactly, so the result equals an uninterrupted run's.
 """
@@ -18,11 +18,11 @@ import numpy as np
 
 from keras_tract import data
 from keras_tract.callbacks import ScalarLogger
-from keras_tract.denoisers import EDMPrecond
+from keras_tract.denoisers import EDMPrecond, image_shape
 from keras_tract.distiller import BinaryDistiller, TRACTDistiller
 from keras_tract.ema import clone
 from keras_tract.evaluation import compare_samplers, comparison_image, format_table
-from keras_tract.images import grid, save_png, to_uint8, write_atomic
+from keras_tract.images import atomic_path, grid, save_png, to_uint8, write_atomic
 from keras_tract.networks import get as get_network
 from keras_tract.schedules import CosineSchedule, KarrasSchedule
 from keras_tract.solvers import sample
@@ -48,15 +48,9 @@ def dataset(config, split="train", start=0):
 
 
 def save_atomic(model, path):
-    """`model.save(path)` through a temporary `.keras` file in the same folder and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
+    """`model.save(path)`, atomically (`images.atomic_path`)."""
+    with atomic_path(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_denoiser(path, flag="--teacher"):
@@ -70,12 +64,6 @@ def load_denoiser(path, flag="--teacher"):
     except Exception as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ValueError(f"Cannot load the teacher {flag}={path}: {first}") from None
-
-
-def image_shape(denoiser):
-    """The per-example input shape the denoiser was built for, or None."""
-    shapes = (denoiser.get_build_config() or {}).get("shapes_dict", {})
-    return tuple(shapes["x_shape"][1:]) if "x_shape" in shapes else None
 
 
 def check_workdir(workdir, config):
@@ -125,8 +113,8 @@ class Run:
             own = os.path.join(workdir, "teacher.keras")
             teacher = own if os.path.isfile(own) else config["distill"]["teacher"]
         self.teacher_path = teacher
-        first = next(iter(dataset(config).take(1)))
-        x, labels = (first if isinstance(first, tuple) else (first, None))
+        spec = dataset(config).element_spec
+        x, labels = spec if isinstance(spec, tuple) else (spec, None)
         self.shape = tuple(x.shape[1:])
         self.num_classes = None if labels is None else int(labels.shape[-1])
         check_workdir(workdir, config)

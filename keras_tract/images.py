@@ -1,7 +1,7 @@
 """Image output: EDM's uint8 quantization, sample grids, atomic writes."""
 
+import contextlib
 import os
-import tempfile
 
 import numpy as np
 
@@ -24,22 +24,25 @@ def grid(images, columns=None):
     return canvas.reshape(rows, columns, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, columns * w, c)
 
 
-def write_atomic(path, data):
-    """Writes bytes to `path` through a temporary file in the same folder and a rename."""
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path next to `path` (same name ending, e.g. `.keras`); on success it
+    replaces `path`, on failure it is removed, so `path` is never half-written."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise
+
+
+def write_atomic(path, data):
+    """Writes bytes to `path` atomically (`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 def save_png(path, image):

@@ -7,10 +7,12 @@ targets (a level per sample).
 
 import weakref
 
+import numpy as np
 from keras import ops
 
 from keras_tract import backend
-from keras_tract.denoisers import as_float32, expand_to
+from keras_tract.denoisers import as_float32, expand_to, image_shape
+from keras_tract.images import to_uint8
 
 SOLVERS = ("heun", "ddim")
 
@@ -119,3 +121,29 @@ def sample(denoiser, schedule, noise, steps=None, solver="heun", labels=None,
     if key not in cache:
         cache[key] = _sampler(denoiser, levels, solver, clip_denoised, jit_compile)
     return cache[key](noise, labels)
+
+
+def sample_images(denoiser, schedule, num, steps=None, solver="ddim", num_classes=0, label=None, seed=0,
+                  batch_size=250, shape=None):
+    """Yields uint8 image batches (EDM's quantization) of `num` samples drawn from seeded noise.
+
+    Args:
+        denoiser: a built VE denoiser of images in [-1, 1].
+        schedule, steps, solver: as in `sample`; DDIM steps clip the denoised estimate.
+        num: number of images. num_classes: > 0 for a class-conditional denoiser.
+        label: one class for every image; default labels drawn uniformly.
+        seed: seeds the noise (and labels). batch_size: images per `sample` call.
+        shape: `(H, W, C)`, default the shape the denoiser was built for.
+    """
+    rng = np.random.default_rng(seed)
+    shape = tuple(shape or image_shape(denoiser))
+    for start in range(0, num, batch_size):
+        n = min(batch_size, num - start)
+        noise = rng.standard_normal((n,) + shape).astype("float32")
+        labels = None
+        if num_classes:
+            ids = np.full(n, label) if label is not None else rng.integers(0, num_classes, n)
+            labels = np.eye(num_classes, dtype="float32")[ids]
+        x = sample(denoiser, schedule, noise, steps=steps, solver=solver, labels=labels,
+                   clip_denoised=solver == "ddim")
+        yield to_uint8(ops.convert_to_numpy(x))

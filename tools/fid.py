@@ -134,6 +134,7 @@ def main(argv):
 def convert(source):
     from keras_tract.fid.convert import assign_state_dict, load_state_dict, sha256
     from keras_tract.fid.inception import fid_inception
+    from keras_tract.images import atomic_path
 
     if not FLAGS.out or not FLAGS.out.endswith(".weights.h5"):
         raise app.UsageError("convert needs --out=NAME.weights.h5")
@@ -141,13 +142,8 @@ def convert(source):
         raise app.UsageError(f"State dict not found: {source}")
     model = fid_inception()
     result = assign_state_dict(model, load_state_dict(source))
-    tmp = os.path.join(os.path.dirname(os.path.abspath(FLAGS.out)), f".tmp-{os.getpid()}.weights.h5")
-    try:
+    with atomic_path(FLAGS.out) as tmp:
         model.save_weights(tmp)
-        os.replace(tmp, FLAGS.out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     print(f"Converted {result['tensors']} tensors ({result['values']} values) from {source} (sha256 "
           f"{sha256(source)}); max |BN gamma - 1| = {result['max_abs_gamma_minus_1']:.3g}. "
           f"Wrote {FLAGS.out} (sha256 {sha256(FLAGS.out)}).")

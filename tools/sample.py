@@ -30,7 +30,7 @@ def main(_):
     import numpy as np
 
     import keras_tract as kt
-    from keras_tract.images import grid, save_png, to_uint8, write_atomic
+    from keras_tract.images import grid, save_png, write_atomic
 
     if not FLAGS.out.endswith((".png", ".npz")):
         raise app.UsageError(f"--out must end in .png or .npz, got --out={FLAGS.out}")
@@ -39,23 +39,12 @@ def main(_):
     if not os.path.isfile(FLAGS.model):
         raise app.UsageError(f"--model file not found: {FLAGS.model}")
     model = keras.saving.load_model(FLAGS.model)
-    shape = tuple(int(s) for s in FLAGS.shape) if FLAGS.shape else tuple(
-        model.get_build_config()["shapes_dict"]["x_shape"][1:])
     schedule = kt.KarrasSchedule(FLAGS.num_steps) if FLAGS.schedule == "karras" else kt.CosineSchedule(
         FLAGS.num_steps)
-    rng = np.random.default_rng(FLAGS.seed)
-    out = []
-    for start in range(0, FLAGS.num, FLAGS.batch):
-        n = min(FLAGS.batch, FLAGS.num - start)
-        noise = rng.standard_normal((n,) + shape).astype("float32")
-        labels = None
-        if FLAGS.num_classes:
-            ids = np.full(n, FLAGS.label) if FLAGS.label is not None else rng.integers(0, FLAGS.num_classes, n)
-            labels = np.eye(FLAGS.num_classes, dtype="float32")[ids]
-        x = kt.sample(model, schedule, noise, steps=FLAGS.steps, solver=FLAGS.solver, labels=labels,
-                      clip_denoised=FLAGS.solver == "ddim")
-        out.append(to_uint8(keras.ops.convert_to_numpy(x)))
-    images = np.concatenate(out)
+    images = np.concatenate(list(kt.sample_images(
+        model, schedule, FLAGS.num, steps=FLAGS.steps, solver=FLAGS.solver, num_classes=FLAGS.num_classes,
+        label=FLAGS.label, seed=FLAGS.seed, batch_size=FLAGS.batch,
+        shape=[int(s) for s in FLAGS.shape] if FLAGS.shape else None)))
     if FLAGS.out.endswith(".png"):
         save_png(FLAGS.out, grid(images))
     else:

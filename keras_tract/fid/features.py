@@ -11,7 +11,6 @@ from keras_tract.fid.stats import FeatureStats
 
 WEIGHTS_ENV = "FID_INCEPTION_WEIGHTS"
 KERAS_IMAGENET = "keras-imagenet"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
 def load_network(weights=None, mode="tf1", resolution=299, image_size=(32, 32)):
@@ -76,7 +75,7 @@ def features(model, batches, batch_size, total=None, progress=True):
 
 
 def _take(batches, num):
-    """The first `num` images of a stream of batches, or a ValueError if it holds fewer."""
+    """The first `num` images of a stream of batches."""
     seen = 0
     for images in batches:
         images = images[:num - seen]
@@ -84,7 +83,6 @@ def _take(batches, num):
         yield images
         if seen == num:
             return
-    raise ValueError(f"The input holds {seen} images, fewer than --num={num}.")
 
 
 def array_source(path, batch=500):
@@ -101,13 +99,12 @@ def array_source(path, batch=500):
 
 
 def folder_source(path, batch=100):
-    """Image files under `path` (sorted, recursive), decoded as RGB."""
+    """Image files under `path` (`data.list_images`), decoded as RGB."""
     import tensorflow as tf
 
-    files = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names
-                   if f.lower().endswith(IMAGE_EXTENSIONS))
-    if not files:
-        raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {path}.")
+    from keras_tract.data import list_images
+
+    files = list_images(path)
 
     def batches():
         for i in range(0, len(files), batch):
@@ -132,26 +129,13 @@ def tfds_source(spec, data_dir=None, batch=500):
     return int(builder.info.splits[parts[2]].num_examples), (np.asarray(b) for b in tfds.as_numpy(ds))
 
 
-def denoiser_source(path, num, schedule, steps=None, solver="ddim", num_classes=0, seed=0, batch=250):
-    """Samples of a `.keras` denoiser from seeded noise, quantized to uint8 as EDM saves them."""
-    from keras_tract.images import to_uint8
-    from keras_tract.solvers import sample
+def denoiser_source(path, num, **sampling):
+    """Samples of a `.keras` denoiser (`solvers.sample_images(model, num=num, **sampling)`), uint8."""
+    from keras_tract.solvers import sample_images
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Model file not found: {path}")
-    model = keras.saving.load_model(path)
-    shape = tuple(model.get_build_config()["shapes_dict"]["x_shape"][1:])
-    rng = np.random.default_rng(seed)
-
-    def batches():
-        for start in range(0, num, batch):
-            noise = rng.standard_normal((batch,) + shape).astype("float32")
-            labels = np.eye(num_classes, dtype="float32")[rng.integers(0, num_classes, batch)] if num_classes else None
-            x = sample(model, schedule, noise, steps=steps, solver=solver, labels=labels,
-                       clip_denoised=solver == "ddim")
-            yield to_uint8(keras.ops.convert_to_numpy(x))[:num - start]
-
-    return num, batches()
+    return num, sample_images(keras.saving.load_model(path), num=num, **sampling)
 
 
 def open_source(spec, num=None, data_dir=None, **sampling):
