@@ -17,9 +17,10 @@ CHOICES = {
     "distill.schedule": ("karras", "cosine"),
     "distill.teacher_solver": ("heun", "ddim"),
     "distill.loss": ("edm", "snr_trunc"),
+    "run.dtype_policy": ("float32", "mixed_bfloat16"),
 }
 POSITIVE = ("data.batch_size", "teacher.train_len", "teacher.lr", "distill.train_len", "distill.lr",
-            "distill.num_steps", "run.checkpoint_every", "run.log_every", "run.sample_every",
+            "distill.num_steps", "run.checkpoint_every", "run.log_every", "run.micro_batches", "run.sample_every",
             "run.num_images", "evaluate.num_samples", "evaluate.batch_size")
 
 
@@ -67,6 +68,8 @@ def defaults():
         },
         "run": {
             "seed": 0,
+            "micro_batches": 1,  # gradient accumulation: each step runs the batch in this many parts
+            "dtype_policy": "float32",  # float32 | mixed_bfloat16 (networks in bfloat16, targets and loss float32)
             "checkpoint_every": 2000,  # optimizer steps
             "sample_every": 10000,
             "log_every": 100,
@@ -155,6 +158,9 @@ def validate(config):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ValueError(f"Config value {key}={value!r} must be a positive number.")
     batch = config["data"]["batch_size"]
+    if batch % config["run"]["micro_batches"]:
+        raise ValueError(f"Config value data.batch_size={batch} must be a multiple of "
+                         f"run.micro_batches={config['run']['micro_batches']}.")
     for stage in ("teacher", "distill"):
         if config[stage]["train_len"] < batch:
             raise ValueError(f"Config value {stage}.train_len={config[stage]['train_len']} is shorter than "

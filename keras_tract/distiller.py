@@ -98,9 +98,12 @@ class Distiller(Trainer):
         # The order of these assignments fixes the weight paths in saved files.
         self.teacher = freeze(teacher)
         self.student = student
-        self.inference_student = clone(student, "inference_student")
-        self.self_teacher = clone(student, "self_teacher") if self.uses_self_teacher else None
-        self.phase_teacher = clone(student, "phase_teacher") if self.num_phases > 1 else None
+        # The copies compute in float32 whatever the student's policy: targets and samples stay float32.
+        self.inference_student = clone(student, "inference_student", dtype_policy="float32")
+        self.self_teacher = (clone(student, "self_teacher", dtype_policy="float32")
+                             if self.uses_self_teacher else None)
+        self.phase_teacher = (clone(student, "phase_teacher", dtype_policy="float32")
+                              if self.num_phases > 1 else None)
         self.phase = self.add_counter("phase")
         self.inference_count = self.add_counter("inference_count")
         self.self_teacher_count = self.add_counter("self_teacher_count") if self.uses_self_teacher else None
@@ -119,16 +122,16 @@ class Distiller(Trainer):
 
     # --- One step of distillation ------------------------------------------------
 
-    def draw(self, x):
-        """Per-sample noise `(B, ...)`, group `g` in `[1, groups]` and offset `k` in `[0, S)` for this phase."""
-        batch = ops.shape(x)[0]
+    def draw(self, shape):
+        """Per-sample noise of `shape` `(B, ...)`, group `g` in `[1, groups]` and offset `k` in `[0, S)`."""
+        batch = shape[0]
         phase = ops.minimum(self.phase, self.num_phases - 1)
         groups = ops.take(ops.convert_to_tensor(np.array(self.time_schedule[1:], "int32")), phase)
         offsets = ops.take(ops.convert_to_tensor(self._offsets), phase)
         u = keras.random.uniform((2, batch), seed=self.seed_generator)
         group = 1 + ops.minimum(ops.cast(u[0] * ops.cast(groups, "float32"), "int32"), groups - 1)
         offset = ops.minimum(ops.cast(u[1] * ops.cast(offsets, "float32"), "int32"), offsets - 1)
-        noise = keras.random.normal(ops.shape(x), seed=self.seed_generator)
+        noise = keras.random.normal(shape, seed=self.seed_generator)
         return noise, group, offset
 
     def levels(self, group, offset):
@@ -165,9 +168,8 @@ class Distiller(Trainer):
         x2 = self.second_step(x1, s1, s2, ops.equal(i1, i2), labels)
         return x_t, s0, ops.stop_gradient(invert_ddim(x_t, x2, s0, s2))
 
-    def prepare_step(self, x, labels=None):
-        noise, group, offset = self.draw(x)
-        return self.distillation_targets(x, noise, group, offset, labels)
+    def prepare_step(self, x, labels, draws):
+        return self.distillation_targets(x, *draws, labels)
 
     def step_loss(self, prepared, labels=None):
         return self.student_loss(*prepared, labels)
@@ -268,7 +270,9 @@ class TRACTDistiller(Distiller):
     Args:
         teacher: a VE denoiser (`EDMPrecond`, `VPDenoiser`, `GaussianMixtureDenoiser`, ...).
         student: a built, trainable VE denoiser with the teacher's output shape,
-            usually a copy of the teacher.
+            usually a copy of the teacher. Under a `mixed_bfloat16` policy only the
+            student's training pass runs in bfloat16: the EMA copies (self-teacher,
+            inference student) compute in float32, like a float32 teacher.
         schedule: the teacher's `Schedule`.
         time_schedule: `(T_0, ..., T_P)`, `T_0 = schedule.num_steps`, strictly
             decreasing, each dividing the previous.

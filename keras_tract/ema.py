@@ -24,9 +24,26 @@ def _unshared(config):
     return config
 
 
-def clone(denoiser, name, config=None):
-    """A frozen copy of `denoiser` (same class, its config or `config`, its current weights), built like it."""
-    copy = type(denoiser).from_config(_unshared({**(config or denoiser.get_config()), "name": name}))
+def _with_policy(config, policy):
+    """`config` with every layer's dtype policy replaced by the policy named `policy`."""
+    if isinstance(config, dict):
+        return {k: policy if k == "dtype" and isinstance(v, dict) and "DTypePolicy" in v.get("class_name", "")
+                else _with_policy(v, policy) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_with_policy(v, policy) for v in config]
+    return config
+
+
+def clone(denoiser, name, config=None, dtype_policy=None):
+    """A frozen copy of `denoiser` (same class, its config or `config`, its current weights), built like it.
+
+    With `dtype_policy` (e.g. `"mixed_bfloat16"`) every layer of the copy computes under that
+    policy; the weights stay float32 under the mixed policies.
+    """
+    config = _unshared({**(config or denoiser.get_config()), "name": name})
+    if dtype_policy is not None:
+        config = _with_policy(config, dtype_policy)
+    copy = type(denoiser).from_config(config)
     build_config = denoiser.get_build_config()
     if build_config and not copy.built:
         copy.build_from_config(build_config)

@@ -16,7 +16,7 @@ import time
 import keras
 import numpy as np
 
-from keras_tract import data
+from keras_tract import backend, data
 from keras_tract.callbacks import ScalarLogger
 from keras_tract.denoisers import EDMPrecond, image_shape
 from keras_tract.distiller import BinaryDistiller, TRACTDistiller
@@ -107,6 +107,10 @@ class Run:
             raise ValueError(f"`stage` must be one of {STAGES}, got stage={stage!r}.")
         self.config, self.workdir, self.stage, self.verbose = config, workdir, stage, verbose
         self.batch_size = config["data"]["batch_size"]
+        replicas = backend.num_replicas()
+        if replicas > 1 and self.batch_size % (replicas * config["run"]["micro_batches"]):
+            raise ValueError(f"data.batch_size={self.batch_size} must be a multiple of the {replicas} data-parallel "
+                             f"replicas times run.micro_batches={config['run']['micro_batches']}.")
         self.total_steps = config[stage]["train_len"] // self.batch_size
         self.checkpoint = os.path.join(workdir, f"{stage}_checkpoint.keras")
         if teacher is None and stage == "distill":
@@ -133,29 +137,30 @@ class Run:
         denoiser(x, np.ones((1,), "float32"), labels)
 
     def new_teacher_trainer(self):
-        t, seed = self.config["teacher"], self.config["run"]["seed"]
-        keras.utils.set_random_seed(seed)
-        denoiser = EDMPrecond(get_network(t["network"], **t["network_kwargs"]), sigma_data=t["sigma_data"],
-                              name="teacher")
+        t, run = self.config["teacher"], self.config["run"]
+        keras.utils.set_random_seed(run["seed"])
+        policy = run["dtype_policy"]
+        denoiser = EDMPrecond(get_network(t["network"], dtype=policy, **t["network_kwargs"]),
+                              sigma_data=t["sigma_data"], name="teacher", dtype=policy)
         self._dummy(denoiser)
         trainer = EDMTrainer(denoiser, t["p_mean"], t["p_std"], t["ema_halflife_kimg"], t["ema_rampup_ratio"],
-                             seed=seed)
+                             seed=run["seed"], micro_batches=run["micro_batches"])
         rate = LinearRampUp(t["lr"], t["lr_rampup"] // self.batch_size)
         trainer.compile(optimizer=keras.optimizers.Adam(rate, epsilon=1e-8))
         return trainer
 
     def new_distiller(self):
-        c, seed = self.config["distill"], self.config["run"]["seed"]
+        c, run = self.config["distill"], self.config["run"]
         teacher = load_denoiser(self.teacher_path)
         shape = image_shape(teacher)
         if shape is not None and shape != self.shape:
             raise ValueError(f"The teacher {self.teacher_path} takes images of shape {shape}, but the data "
                              f"(data.name={self.config['data']['name']!r}) has images of shape {self.shape}.")
-        student = student_from(teacher)
+        student = student_from(teacher, run["dtype_policy"])
         steps_per_phase = max(self.total_steps // (len(c["time_schedule"]) - 1), 1)
         common = dict(teacher_solver=c["teacher_solver"], steps_per_phase=steps_per_phase, loss=c["loss"],
                       reset_inference_ema_on_phase=c["reset_inference_ema_on_phase"],
-                      clip_teacher=c["clip_teacher"], seed=seed)
+                      clip_teacher=c["clip_teacher"], seed=run["seed"], micro_batches=run["micro_batches"])
         if c["method"] == "tract":
             distiller = TRACTDistiller(teacher, student, _schedule(self.config), tuple(c["time_schedule"]),
                                        self_teacher_momentum=c["self_teacher_momentum"],
@@ -245,12 +250,13 @@ class Run:
         return rows
 
 
-def student_from(teacher):
-    """A trainable copy of `teacher` with dropout 0 (TRACT distills without dropout, tract_spec §4.5)."""
+def student_from(teacher, dtype_policy=None):
+    """A trainable copy of `teacher` with dropout 0 (TRACT distills without dropout, tract_spec §4.5),
+    computing under `dtype_policy` (default the teacher's)."""
     config = teacher.get_config()
     network = config.get("network")
     if isinstance(network, dict) and "dropout" in network.get("config", {}):
         network["config"]["dropout"] = 0.0
-    student = clone(teacher, "student", config)
+    student = clone(teacher, "student", config, dtype_policy)
     student.trainable = True
     return student

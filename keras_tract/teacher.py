@@ -49,7 +49,8 @@ class EDMTrainer(Trainer):
     `h = min(ema_halflife_kimg * 1000, ema_rampup_ratio * images_seen)`.
 
     Args:
-        denoiser: a built, trainable denoiser (usually `EDMPrecond`).
+        denoiser: a built, trainable denoiser (usually `EDMPrecond`); its EMA
+            computes in float32 whatever the denoiser's dtype policy.
         p_mean, p_std: the log-normal noise-level distribution.
         ema_halflife_kimg: EMA half-life in thousands of images.
         ema_rampup_ratio: EMA half-life ramp-up ratio, or None.
@@ -75,21 +76,26 @@ class EDMTrainer(Trainer):
         self.ema_halflife_kimg = float(ema_halflife_kimg)
         self.ema_rampup_ratio = None if ema_rampup_ratio is None else float(ema_rampup_ratio)
         self.denoiser = denoiser
-        self.ema = clone(denoiser, "ema")
+        self.ema = clone(denoiser, "ema", dtype_policy="float32")
         self.images_seen = self.add_counter("images_seen")
         self.ema_beta = self.add_weight(shape=(), initializer="zeros", trainable=False, name="ema_beta")
         self.built = True
 
-    def prepare_step(self, x, labels=None):
-        x = ops.cast(x, "float32")
-        batch = ops.shape(x)[0]
+    def draw(self, shape):
+        """Per-sample `sigma` `(B,)` and noise of `shape`; counts the B images and sets this step's EMA beta."""
+        batch = shape[0]
         halflife = ops.convert_to_tensor(self.ema_halflife_kimg * 1000.0, "float32")
         if self.ema_rampup_ratio is not None:
             halflife = ops.minimum(halflife, ops.cast(self.images_seen, "float32") * self.ema_rampup_ratio)
         self.ema_beta.assign(ops.exp(math.log(0.5) * ops.cast(batch, "float32") / ops.maximum(halflife, 1e-8)))
         self.images_seen.assign(self.images_seen + batch)
         sigma = ops.exp(self.p_mean + self.p_std * keras.random.normal((batch,), seed=self.seed_generator))
-        noise = keras.random.normal(ops.shape(x), seed=self.seed_generator)
+        noise = keras.random.normal(shape, seed=self.seed_generator)
+        return sigma, noise
+
+    def prepare_step(self, x, labels, draws):
+        sigma, noise = draws
+        x = ops.cast(x, "float32")
         return x + expand_to(sigma, x) * noise, sigma, x
 
     def step_loss(self, prepared, labels=None):

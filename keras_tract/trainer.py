@@ -1,11 +1,18 @@
 """The base of every model that `fit()` trains through the backend adapters.
 
-A subclass defines three methods that `keras_tract.backend.TrainStep` calls:
-`prepare_step(x, labels)` (random draws and targets, no gradient),
-`step_loss(prepared, labels)` (the loss to differentiate w.r.t. the trainable
-variables) and `end_step(finite, loss)` (state updates after the optimizer
-step; returns the logs). This base keeps the step and skipped-step counters,
-the random state (saved with the model) and the loss tracker.
+A subclass defines four methods that `keras_tract.backend.TrainStep` calls:
+`draw(shape)` (the step's random draws for a batch of `shape = (B, ...)`, a
+tuple of `(B, ...)` tensors, plus once-per-step state updates), `prepare_step(x,
+labels, draws)` (targets, no gradient), `step_loss(prepared, labels)` (the batch-mean
+loss to differentiate w.r.t. the trainable variables) and `end_step(finite, loss)`
+(state updates after the optimizer step; returns the logs).
+
+With `micro_batches=k` the adapters split every batch into k equal parts after
+`draw`, run `prepare_step` and `step_loss` on each in turn, and apply the mean
+gradient once: one step on a batch of B equals one step with k micro-batches of
+B / k, while the networks only ever see B / k samples (gradient accumulation).
+This base keeps the step and skipped-step counters, the random state (saved
+with the model) and the loss tracker.
 """
 
 import keras
@@ -38,9 +45,11 @@ def check_images(x):
 class Trainer(backend.TrainStep, keras.Model):
     """Counters, random state and loss tracking shared by the distillers and `EDMTrainer`."""
 
-    def __init__(self, seed=0, **kwargs):
+    def __init__(self, seed=0, micro_batches=1, **kwargs):
         super().__init__(**kwargs)
-        self.seed = seed
+        if not isinstance(micro_batches, (int, np.integer)) or isinstance(micro_batches, bool) or micro_batches < 1:
+            raise ValueError(f"`micro_batches` must be a positive integer, got micro_batches={micro_batches!r}.")
+        self.seed, self.micro_batches = seed, int(micro_batches)
         self.step_count = self.add_counter("step_count")
         self.skipped_steps = self.add_counter("skipped_steps")
         self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
@@ -70,6 +79,10 @@ class Trainer(backend.TrainStep, keras.Model):
     def check_batch(self, x, labels):
         """Checks the first training batch; subclasses add model-specific checks."""
         check_images(x)
+        replicas = backend.num_replicas()
+        if len(x) % (self.micro_batches * replicas):
+            raise ValueError(f"The batch size {len(x)} must be a multiple of micro_batches={self.micro_batches}"
+                             + (f" times the {replicas} data-parallel replicas." if replicas > 1 else "."))
 
     def fit(self, x=None, *args, **kwargs):
         batch = first_batch(x)
@@ -78,7 +91,8 @@ class Trainer(backend.TrainStep, keras.Model):
         if hasattr(x, "element_spec"):
             kwargs.setdefault("shuffle", False)  # a tf.data pipeline shuffles itself
         if self.optimizer is not None and not self.optimizer.built:
-            self.optimizer.build(self.trainable_variables)
+            with backend.scope_of(self):
+                self.optimizer.build(self.trainable_variables)
         return super().fit(x, *args, **kwargs)
 
     def load_own_variables(self, store):
@@ -86,4 +100,4 @@ class Trainer(backend.TrainStep, keras.Model):
         self.seed_generator.state.assign(ops.copy(self.rng_state.value))
 
     def get_config(self):
-        return {**super().get_config(), "seed": self.seed}
+        return {**super().get_config(), "seed": self.seed, "micro_batches": self.micro_batches}

@@ -15,7 +15,7 @@ BATCH = 8
 
 
 class FixedDraws(TRACTDistiller):
-    def draw(self, x):
+    def draw(self, shape):
         rng = np.random.default_rng(7)
         noise = rng.standard_normal((BATCH, 2)).astype("float32")
         offset = np.array([0, 1, 5, 10, 20, 30, 38, 39], "int32")

@@ -24,10 +24,10 @@ TINY = ["data.batch_size=16", "teacher.network='mlp_small'", "teacher.train_len=
         "evaluate.batch_size=24"]
 
 
-def train(workdir, *args, wait=True):
+def train(workdir, *args, wait=True, env=None):
     command = [sys.executable, os.path.join(ROOT, "tools", "train.py"), f"--workdir={workdir}", "--verbose=2",
                *[f"--set={item}" for item in TINY], *args]
-    env = {**os.environ, "KERAS_BACKEND": BACKEND}
+    env = {**os.environ, "KERAS_BACKEND": BACKEND, **(env or {})}
     if not wait:
         return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     return subprocess.run(command, capture_output=True, text=True, env=env)
@@ -70,6 +70,8 @@ def test_cli_trains_teacher_then_distills(finished):
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(finished, tmp_path):
+    """Killed after its first checkpoint, then resumed data-parallel (two devices on JAX, a
+    MirroredStrategy on TensorFlow): the uninterrupted single-device run's student."""
     reference, _ = finished
     workdir = str(tmp_path)
     teacher = f"--teacher={os.path.join(reference, 'teacher.keras')}"
@@ -81,7 +83,14 @@ def test_killed_run_resumes_to_the_uninterrupted_result(finished, tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not os.path.exists(os.path.join(workdir, "student.keras")), "the run finished before the kill"
-    resumed = train(workdir, teacher)
+    if BACKEND == "torch":
+        refused = train(workdir, teacher, "--data_parallel")
+        assert refused.stderr.strip().splitlines()[-1].startswith(
+            "train.py: error: Data-parallel training needs KERAS_BACKEND=jax or tensorflow")
+        resumed = train(workdir, teacher)
+    else:
+        resumed = train(workdir, teacher, "--data_parallel",
+                        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming distill from step" in resumed.stdout
     for a, b in zip(student_weights(reference), student_weights(workdir), strict=True):

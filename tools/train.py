@@ -6,10 +6,16 @@ and saves `student.keras` and `comparison.png` in the workdir.
 
 Usage:
     KERAS_BACKEND=jax python tools/train.py [--config=configs/digits.py] [--workdir=runs/digits]
-        [--stage=distill|teacher] [--teacher=teacher.keras] [--set=distill.lr=2e-4 ...]
+        [--stage=distill|teacher] [--teacher=teacher.keras] [--set=distill.lr=2e-4 ...] [--data_parallel]
     tensorboard --logdir=runs/digits/tensorboard
+
+`--data_parallel` splits every batch over all devices: `keras.distribution.DataParallel` on
+JAX (several hosts: set KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES and _PROCESS_ID on
+each), `tf.distribute.MirroredStrategy` on TensorFlow. The steps equal the single-device ones,
+so a run may resume on another number of devices.
 """
 
+import contextlib
 import os
 import sys
 
@@ -23,21 +29,26 @@ flags.DEFINE_enum("stage", "distill", ["teacher", "distill"], "Train a teacher (
 flags.DEFINE_string("teacher", None, "A .keras teacher for --stage=distill (default: the workdir's "
                     "teacher.keras, else the config's distill.teacher).")
 flags.DEFINE_integer("verbose", 1, "1: progress bars, 2: one line per checkpoint, 0: quiet.")
+flags.DEFINE_bool("data_parallel", False, "Split each batch over every device (JAX or TensorFlow backend).")
 FLAGS = flags.FLAGS
 
 
 def main(_):
+    from keras_tract import backend
     from keras_tract import config as config_lib
     from keras_tract.experiment import Run
 
     workdir = FLAGS.workdir or os.path.join("runs", os.path.splitext(os.path.basename(FLAGS.config))[0])
-    try:
-        config = config_lib.load(FLAGS.config, FLAGS.set)
-        run = Run(config, workdir, FLAGS.stage, FLAGS.teacher, FLAGS.verbose)
-        model = run.build()
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"train.py: error: {' '.join(str(error).split())}")
-    run(model)
+    with contextlib.ExitStack() as stack:
+        try:
+            if FLAGS.data_parallel:
+                stack.enter_context(backend.data_parallel())
+            config = config_lib.load(FLAGS.config, FLAGS.set)
+            run = Run(config, workdir, FLAGS.stage, FLAGS.teacher, FLAGS.verbose)
+            model = run.build()
+        except (ValueError, FileNotFoundError) as error:
+            sys.exit(f"train.py: error: {' '.join(str(error).split())}")
+        run(model)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""TensorFlow adapters."""
+"""TensorFlow adapters, `tf.distribute.MirroredStrategy` included."""
 
 import keras
 import tensorflow as tf
@@ -14,16 +14,87 @@ def all_finite(loss, grads):
     return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in [loss, *grads]])
 
 
+def split(tree, k):
+    """Every `(B, ...)` tensor of `tree` as `(k, B / k, ...)`; None stays None."""
+    return tf.nest.map_structure(
+        lambda t: None if t is None else tf.reshape(t, tf.concat([[k, tf.shape(t)[0] // k], tf.shape(t)[1:]], 0)),
+        tree)
+
+
+def data_parallel(devices=None):
+    """A `tf.distribute.MirroredStrategy` scope over `devices` (default the visible GPUs, else the
+    CPU); models made or loaded inside it train data-parallel, one replica per device."""
+    return tf.distribute.MirroredStrategy(devices).scope()
+
+
+def num_replicas():
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
 class TrainStep:
-    """`train_step` for TensorFlow: GradientTape; the optimizer runs only on finite gradients."""
+    """`train_step` for TensorFlow: GradientTape; the optimizer runs only on finite gradients.
+
+    Under a `tf.distribute` strategy with R replicas each replica draws the random values of the
+    whole global batch and keeps its own slice, and the replicas average their gradients before
+    the finiteness check, the clipping and the update: the step equals the single-device step on
+    the global batch.
+    """
+
+    def _micro_step(self, x, labels, draws):
+        prepared = self.prepare_step(x, labels, draws)
+        with tf.GradientTape() as tape:
+            loss = self.step_loss(prepared, labels)
+        return loss, tape.gradient(loss, self.trainable_variables, unconnected_gradients="zero")
+
+    def _gradients(self, x, labels, draws):
+        k = self.micro_batches
+        if k == 1:
+            return self._micro_step(x, labels, draws)
+        micro = split((x, labels, draws), k)
+
+        def accumulate(i, total):
+            part = tf.nest.map_structure(lambda t: None if t is None else t[i], micro)
+            return i + 1, tf.nest.map_structure(tf.add, total, self._micro_step(*part))
+
+        zeros = (tf.zeros((), "float32"), [tf.zeros(v.shape, v.dtype) for v in self.trainable_variables])
+        total = tf.while_loop(lambda i, _: i < k, accumulate, (0, zeros))[1]
+        return tf.nest.map_structure(lambda t: t / k, total)
+
+    def _apply(self, finite, grads):
+        keras.ops.cond(finite, lambda: self.optimizer.apply(grads, self.trainable_variables), lambda: None)
 
     def train_step(self, data):
         x, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
-        prepared = self.prepare_step(x, labels)
-        variables = self.trainable_variables
-        with tf.GradientTape() as tape:
-            loss = self.step_loss(prepared, labels)
-        grads = tape.gradient(loss, variables)
+        if not tf.distribute.has_strategy():
+            draws = self.draw((tf.shape(x)[0],) + tuple(x.shape[1:]))
+            loss, grads = self._gradients(x, labels, draws)
+            finite = all_finite(loss, grads)
+            self._apply(finite, grads)
+            return self.end_step(finite, loss)
+
+        context, replicas = tf.distribute.get_replica_context(), num_replicas()
+        batch = tf.shape(x)[0]
+        start = tf.cast(context.replica_id_in_sync_group, "int32") * batch
+        draws = self.draw((batch * replicas,) + tuple(x.shape[1:]))
+        draws = tf.nest.map_structure(lambda t: t[start:start + batch], draws)
+        loss, grads = self._gradients(x, labels, draws)
+        loss, *grads = context.all_reduce(tf.distribute.ReduceOp.MEAN, [loss, *grads])
         finite = all_finite(loss, grads)
-        keras.ops.cond(finite, lambda: self.optimizer.apply(grads, variables), lambda: None)
+        # The optimizer sums the replicas' gradients after clipping them: clip the mean here
+        # (its clipping then leaves the smaller `grads / replicas` alone) and hand it the shares.
+        shares = [g / replicas for g in self.optimizer._clip_gradients(grads)]
+
+        def apply_if_finite(strategy, finite, shares):
+            # A cond around a branch that synchronizes replicas must run in the cross-replica context.
+            keras.ops.cond(strategy.experimental_local_results(finite)[0],
+                           lambda: strategy.extended.call_for_each_replica(
+                               self.optimizer.apply, args=(shares, self.trainable_variables)),
+                           lambda: None)
+
+        context.merge_call(apply_if_finite, args=(finite, shares))
         return self.end_step(finite, loss)
+
+
+def scope_of(model):
+    """The scope of the strategy `model` was made in (a no-op outside one)."""
+    return model.distribute_strategy.scope()

@@ -16,8 +16,26 @@ def compile_function(model, fn, jit_compile=False):
     return call
 
 
+def data_parallel(devices=None):
+    raise ValueError("Data-parallel training needs KERAS_BACKEND=jax or tensorflow: Keras has no data-parallel "
+                     "fit() for PyTorch (wrap the student in torch DistributedDataParallel in a loop of your own).")
+
+
+def num_replicas():
+    return 1
+
+
 def all_finite(loss, grads):
     return torch.stack([torch.isfinite(t).all() for t in [loss, *grads]]).all()
+
+
+def split(tree, k):
+    """Every `(B, ...)` tensor of `tree` cut into `k` equal parts along the batch; a list of `k` trees."""
+    if tree is None:
+        return [None] * k
+    if isinstance(tree, (tuple, list)):
+        return list(zip(*(split(t, k) for t in tree)))
+    return list(torch.chunk(tree, k))
 
 
 class TrainStep:
@@ -25,18 +43,25 @@ class TrainStep:
 
     def train_step(self, data):
         x, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        k = self.micro_batches
         with torch.no_grad():
-            prepared = self.prepare_step(x, labels)
+            draws = self.draw(tuple(x.shape))
         self.zero_grad()
-        loss = self.step_loss(prepared, labels)
-        loss.backward()
+        total = 0.0
+        for x_part, labels_part, draws_part in split((x, labels, draws), k):
+            with torch.no_grad():
+                prepared = self.prepare_step(x_part, labels_part, draws_part)
+            loss = self.step_loss(prepared, labels_part)
+            (loss / k if k > 1 else loss).backward()
+            total = total + loss.detach()
+        loss = total / k
         variables = self.trainable_variables
         grads = [v.value.grad for v in variables]
         with torch.no_grad():
             finite = all_finite(loss, [g for g in grads if g is not None])
             if finite:
                 self.optimizer.apply(grads, variables)
-            return self.end_step(finite, loss.detach())
+            return self.end_step(finite, loss)
 
 
 def lerp_variables(targets, sources, rate):

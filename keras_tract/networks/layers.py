@@ -120,6 +120,17 @@ def upsample(x, resample_filter, pad):
 
 
 @register_keras_serializable(package="keras_tract")
+def _dense_kernel_oihw(w):
+    """`w` (H, W, I, O) rebuilt as a transposed view of a dense (O, I, H, W) array.
+
+    The same values; PyTorch's CPU bfloat16 convolution rejects the gradient of the
+    strided (O, I, H, W) view that its backend takes of a one-output-channel kernel.
+    """
+    h, k, i, o = w.shape
+    dense = ops.reshape(ops.reshape(ops.transpose(w, (3, 2, 0, 1)), (-1,)), (o, i, h, k))
+    return ops.transpose(dense, (2, 3, 1, 0))
+
+
 class Conv2D(keras.layers.Layer):
     """EDM's convolution with optional 2x up/downsampling by a resampling filter.
 
@@ -162,6 +173,8 @@ class Conv2D(keras.layers.Layer):
         w_pad = self.kernel_size // 2
         f_pad = (len(self.resample_filter) - 1) // 2
         w = None if self.kernel is None else ops.cast(self.kernel, x.dtype)
+        if self.out_channels == 1 and w is not None:
+            w = _dense_kernel_oihw(w)
         if self.fused_resample and self.down and w is not None:
             x = ops.conv(ops.pad(x, [[0, 0], [w_pad + f_pad] * 2, [w_pad + f_pad] * 2, [0, 0]]), w)
             x = downsample(x, self.resample_filter, 0)
