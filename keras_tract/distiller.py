@@ -287,6 +287,8 @@ class TRACTDistiller(Distiller):
         reset_inference_ema_on_phase: restart the inference EMA at each boundary.
         clip_teacher: override the clipping of the given teacher's steps.
         seed: int, seeds the per-step draws of levels and noise.
+        micro_batches: int, run each batch in this many equal parts and apply
+            their mean gradient once (the same step; less memory).
 
     Example:
     >>> distiller = TRACTDistiller(teacher, student, KarrasSchedule(40), (40, 1), steps_per_phase=2000)
@@ -331,7 +333,7 @@ class BinaryDistiller(Distiller):
 
     Args:
         teacher, student, schedule, teacher_solver, steps_per_phase, loss,
-        reset_inference_ema_on_phase, seed: as in `TRACTDistiller`.
+        reset_inference_ema_on_phase, seed, micro_batches: as in `TRACTDistiller`.
         time_schedule: halving sequence from `schedule.num_steps`; default
             halves down to 1 (`num_steps` must then be a power of two).
         inference_momentum: mu_I, default 0.9995 (the official default).

@@ -55,6 +55,7 @@ class EDMTrainer(Trainer):
         ema_halflife_kimg: EMA half-life in thousands of images.
         ema_rampup_ratio: EMA half-life ramp-up ratio, or None.
         seed: int, seeds the noise draws.
+        micro_batches: int, gradient accumulation as in `TRACTDistiller`.
 
     Example:
     >>> trainer = EDMTrainer(EDMPrecond(keras_tract.networks.get("ddpmpp_small")))

@@ -7,6 +7,10 @@ import keras
 import numpy as np
 import pytest
 
+# For tests that run their own processes (a CLI, every backend): one run is enough. They go with
+# the PyTorch suite, which tests/run.sh runs beside the slower JAX suite.
+once = pytest.mark.skipif(keras.config.backend() != "torch", reason="runs its own processes; once is enough")
+
 
 def pytest_report_header(config):
     return f"keras {keras.__version__}, backend {keras.config.backend()}"

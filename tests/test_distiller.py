@@ -5,7 +5,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import circle_mixture, mixture_data, mlp_student, to_numpy
+from conftest import circle_mixture, mixture_data, mlp_student, once, to_numpy
 
 import keras_tract
 from keras_tract import GaussianMixtureDenoiser, KarrasSchedule, TRACTDistiller
@@ -131,7 +131,7 @@ def test_only_student_is_trainable():
         v.path for v in distiller.student.trainable_variables]
 
 
-@pytest.mark.skipif(BACKEND != "jax", reason="runs all three backends itself; once is enough")
+@once
 def test_cross_backend_parity(tmp_path):
     here = os.path.dirname(__file__)
     results = {}

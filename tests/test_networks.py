@@ -5,7 +5,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import to_numpy
+from conftest import once, to_numpy
 
 import keras_tract
 from keras_tract import networks
@@ -109,7 +109,7 @@ def test_mixed_bfloat16_tracks_float32():
     assert np.abs(to_numpy(got) - want).max() < 0.05 * np.abs(want).max()
 
 
-@pytest.mark.skipif(BACKEND != "jax", reason="loads on all three backends itself; once is enough")
+@once
 def test_saved_on_one_backend_loads_on_the_others(tmp_path):
     x, sigma = small_inputs()
     sigma = np.abs(sigma) + 0.1

@@ -9,6 +9,7 @@ import time
 import keras
 import numpy as np
 import pytest
+from conftest import once
 
 import keras_tract
 from keras_tract import config as config_lib
@@ -139,7 +140,7 @@ def test_missing_or_misfit_teacher_and_changed_config_fail_clearly(tmp_path):
         Run(config_lib.override(config, "distill.lr=0.5"), str(tmp_path / "b"), teacher=path)
 
 
-@pytest.mark.skipif(BACKEND != "jax", reason="a subprocess CLI run; once is enough")
+@once
 def test_cli_errors_are_one_line(tmp_path):
     result = train(str(tmp_path), "--set=distill.loss='l1'")
     assert result.returncode == 1

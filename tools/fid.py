@@ -22,7 +22,8 @@ import time
 
 from absl import app, flags
 
-flags.DEFINE_string("out", None, "Output .npz (stats, merge) or .weights.h5 (convert).")
+flags.DEFINE_string("out", None, "Output .npz (stats, merge; calc: the generated set's statistics) "
+                    "or .weights.h5 (convert).")
 flags.DEFINE_string("ref", None, "Reference statistics .npz for calc.")
 flags.DEFINE_integer("num", None, "Images to use (calc: default 50000, refuses fewer; stats: default all).")
 flags.DEFINE_string("weights", None, "FID Inception weights (.weights.h5 from convert); default "
@@ -105,6 +106,8 @@ def main(argv):
             print(f"warning: {FLAGS.ref} was made in mode {ref_meta['mode']}, this run uses {FLAGS.mode}",
                   file=sys.stderr)
         stats, provenance = statistics(inputs[0], FLAGS.num or 50_000)
+        if FLAGS.out:
+            save_stats(FLAGS.out, *stats.mu_sigma(), n=stats.n, **{k: str(v) for k, v in provenance.items()})
         value, diagnostics = distance(*stats.mu_sigma(), ref_mu, ref_sigma)
         report(value, diagnostics, {"n_gen": stats.n, "n_ref": ref_n, "mode": FLAGS.mode, "ref": FLAGS.ref,
                                     "seconds": round(time.time() - start, 1), **provenance})
