@@ -69,7 +69,7 @@ def defaults():
         "run": {
             "seed": 0,
             "micro_batches": 1,  # gradient accumulation: each step runs the batch in this many parts
-            "dtype_policy": "float32",  # float32 | mixed_bfloat16 (networks in bfloat16, targets and loss float32)
+            "dtype_policy": "float32",  # mixed_bfloat16: the student trains in bfloat16; EMAs, targets, loss float32
             "checkpoint_every": 2000,  # optimizer steps
             "sample_every": 10000,
             "log_every": 100,
