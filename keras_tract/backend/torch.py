@@ -52,7 +52,7 @@ class TrainStep:
             with torch.no_grad():
                 prepared = self.prepare_step(x_part, labels_part, draws_part)
             loss = self.step_loss(prepared, labels_part)
-            (loss / k if k > 1 else loss).backward()
+            (loss / k).backward()
             total = total + loss.detach()
         loss = total / k
         variables = self.trainable_variables
