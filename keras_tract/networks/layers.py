@@ -119,7 +119,6 @@ def upsample(x, resample_filter, pad):
     return _up_1d(_up_1d(x, taps, pad, 1), taps, pad, 2)
 
 
-@register_keras_serializable(package="keras_tract")
 def _dense_kernel_oihw(w):
     """`w` (H, W, I, O) rebuilt as a transposed view of a dense (O, I, H, W) array.
 
@@ -131,6 +130,7 @@ def _dense_kernel_oihw(w):
     return ops.transpose(dense, (2, 3, 1, 0))
 
 
+@register_keras_serializable(package="keras_tract")
 class Conv2D(keras.layers.Layer):
     """EDM's convolution with optional 2x up/downsampling by a resampling filter.
 
