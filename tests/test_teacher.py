@@ -96,3 +96,37 @@ def test_bundled_digits_teacher_samples_are_digit_like():
           f"mean image {fd_mean:.2f}, clipped noise {fd_noise:.2f}")
     assert fd_samples < 0.2 * fd_mean and fd_samples < 0.05 * fd_noise
     assert fd_samples < 3 * fd_train
+
+
+def test_dropout_masks_change_every_step_and_resume_exactly(tmp_path):
+    """Dropout state lives through the train step on every backend and is saved with the trainer."""
+    keras.utils.set_random_seed(3)
+    network = keras_tract.networks.MLPNetwork(hidden=16, depth=2, dropout=0.5)
+    denoiser = keras_tract.EDMPrecond(network)
+    denoiser(np.zeros((1, 2), "float32"), np.ones((1,), "float32"))
+    trainer = EDMTrainer(denoiser, seed=1)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.05))
+    x = np.random.default_rng(4).uniform(-1, 1, (8, 2)).astype("float32")
+
+    def next_mask(model):
+        """The mask the model's dropout layer draws next, without advancing it."""
+        drop = model.denoiser.network.drop
+        state = keras.ops.copy(drop.seed_generator.state.value)
+        mask = to_numpy(drop(np.ones((4, 16), "float32"), training=True)) != 0
+        drop.seed_generator.state.assign(state)
+        return mask
+
+    masks = [next_mask(trainer)]
+    for _ in range(2):
+        trainer.fit(x, batch_size=8, shuffle=False, verbose=0)  # the same batch at every step
+        masks.append(next_mask(trainer))
+    assert not np.array_equal(masks[0], masks[1]) and not np.array_equal(masks[1], masks[2])
+
+    path = str(tmp_path / "trainer.keras")
+    trainer.save(path)
+    resumed = keras.saving.load_model(path)
+    np.testing.assert_array_equal(next_mask(resumed), masks[2])
+    for model in (trainer, resumed):
+        model.fit(x, batch_size=8, shuffle=False, verbose=0)
+    for a, b in zip(trainer.denoiser.get_weights(), resumed.denoiser.get_weights()):
+        np.testing.assert_allclose(b, a, atol=1e-6)

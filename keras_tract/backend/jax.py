@@ -50,7 +50,12 @@ def split(tree, k):
 
 
 class TrainStep:
-    """`train_step` for JAX: the model's stateful step methods run under `keras.StatelessScope`s."""
+    """`train_step` for JAX: the model's stateful step methods run under `keras.StatelessScope`s.
+
+    Every non-trainable value a method changes (the step's random draws, dropout seed states,
+    counters, metrics) is carried out of its scope into the next one and out of the step, through
+    the gradient (`has_aux`) and the micro-batch loop alike.
+    """
 
     def _mapping(self, trainable, non_trainable, optimizer, metrics):
         return [*zip(self.trainable_variables, trainable),
@@ -58,32 +63,42 @@ class TrainStep:
                 *zip(self.optimizer.variables, optimizer),
                 *zip(self.metrics_variables, metrics)]
 
+    def _stateless(self, fn, trainable, non_trainable, optimizer, metrics):
+        """`fn()` under a scope of these values; returns its result and the non-trainable values after it."""
+        with keras.StatelessScope(self._mapping(trainable, non_trainable, optimizer, metrics)) as scope:
+            result = fn()
+        return result, [scope.get_current_value(v) for v in self.non_trainable_variables]
+
     def train_step(self, state, data):
         trainable, non_trainable, optimizer, metrics = state
         x, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
-        with keras.StatelessScope(self._mapping(trainable, non_trainable, optimizer, metrics)) as scope:
-            draws = self.draw(x.shape)
-        non_trainable = [scope.get_current_value(v) for v in self.non_trainable_variables]
+        draws, non_trainable = self._stateless(lambda: self.draw(x.shape), trainable, non_trainable, optimizer,
+                                               metrics)
 
-        def loss_fn(values, prepared, labels):
-            with keras.StatelessScope(self._mapping(values, non_trainable, optimizer, metrics)):
-                return self.step_loss(prepared, labels)
+        def loss_fn(values, non_trainable, prepared, labels):
+            return self._stateless(lambda: self.step_loss(prepared, labels), values, non_trainable, optimizer,
+                                   metrics)
 
-        def micro_step(micro):
+        def micro_step(non_trainable, micro):
             x, labels, draws = micro
-            with keras.StatelessScope(self._mapping(trainable, non_trainable, optimizer, metrics)):
-                prepared = self.prepare_step(x, labels, draws)
-            return jax.value_and_grad(loss_fn)(trainable, prepared, labels)
+            prepared, non_trainable = self._stateless(lambda: self.prepare_step(x, labels, draws), trainable,
+                                                      non_trainable, optimizer, metrics)
+            (loss, non_trainable), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                trainable, non_trainable, prepared, labels)
+            return non_trainable, (loss, grads)
 
         k = self.micro_batches
         if k == 1:
-            loss, grads = micro_step((x, labels, draws))
+            non_trainable, (loss, grads) = micro_step(non_trainable, (x, labels, draws))
         else:
-            def accumulate(total, micro):
-                return jax.tree.map(jnp.add, total, micro_step(micro)), None
+            def accumulate(carry, micro):
+                non_trainable, total = carry
+                non_trainable, part = micro_step(non_trainable, micro)
+                return (non_trainable, jax.tree.map(jnp.add, total, part)), None
 
             zeros = (jnp.zeros((), "float32"), [jnp.zeros_like(t) for t in trainable])
-            total, _ = jax.lax.scan(accumulate, zeros, split((x, labels, draws), k))
+            (non_trainable, total), _ = jax.lax.scan(accumulate, (non_trainable, zeros),
+                                                     split((x, labels, draws), k))
             loss, grads = jax.tree.map(lambda t: t / k, total)
         finite = all_finite(loss, grads)
         new_trainable, new_optimizer = self.optimizer.stateless_apply(optimizer, grads, trainable)

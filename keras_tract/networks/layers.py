@@ -6,6 +6,7 @@ as (kh, kw, in, out). Resampling filters are constants, not weights.
 """
 
 import math
+import random
 
 import keras
 import numpy as np
@@ -32,6 +33,52 @@ def bias_initializer(mode, fan_in, fan_out, scale):
         return "zeros"
     limit = {"xavier_uniform": math.sqrt(6 / (fan_in + fan_out)), "kaiming_uniform": math.sqrt(3 / fan_in)}[mode]
     return keras.initializers.RandomUniform(-limit * scale, limit * scale)
+
+
+@register_keras_serializable(package="keras_tract")
+class Dropout(keras.layers.Layer):
+    """Dropout whose random state is part of the saved model, on every backend.
+
+    `keras.layers.Dropout` leaves its seed state out of `.keras` files, and an
+    unseeded one draws from PyTorch's global generator. This layer always
+    draws from its own seeded `SeedGenerator` and writes the generator's state
+    with its weights, so a model saved mid-training and loaded on any backend
+    continues the same sequence of masks.
+
+    Args:
+        rate: float in [0, 1), the fraction of units set to zero.
+        seed: int or None; None draws one from Python's `random` (seeded by
+            `keras.utils.set_random_seed`).
+
+    Call arguments:
+        x: any tensor. training: bool; masks only when True.
+    """
+
+    def __init__(self, rate, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"`rate` must be in [0, 1), got rate={rate!r}.")
+        self.rate, self.seed = float(rate), random.randint(1, 10**9) if seed is None else int(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed, name="seed_generator")
+        self.built = True
+
+    def call(self, x, training=False):
+        if not training or not self.rate:
+            return x
+        return keras.random.dropout(x, self.rate, seed=self.seed_generator)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def save_own_variables(self, store):
+        store["seed_state"] = ops.convert_to_numpy(self.seed_generator.state.value)
+
+    def load_own_variables(self, store):
+        if "seed_state" in list(store.keys()):
+            self.seed_generator.state.assign(store["seed_state"][...])
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
 @register_keras_serializable(package="keras_tract")
@@ -328,7 +375,7 @@ class UNetBlock(keras.layers.Layer):
         if cout != cin or self.up or self.down:
             kernel = 1 if self.resample_proj or cout != cin else 0
             self.skip = Conv2D(cout, kernel, **resample, **self.init, dtype=policy, name="skip")
-        self.drop = keras.layers.Dropout(self.dropout, dtype=policy, name="dropout") if self.dropout else None
+        self.drop = Dropout(self.dropout, dtype=policy, name="dropout") if self.dropout else None
         self.norm0.build(x_shape)
         self.conv0.build(x_shape)
         hidden_shape = self.conv0.compute_output_shape(x_shape)

@@ -5,6 +5,8 @@ import numpy as np
 from keras import ops
 from keras.saving import register_keras_serializable
 
+from keras_tract.networks.layers import Dropout
+
 
 @register_keras_serializable(package="keras_tract")
 class MLPNetwork(keras.layers.Layer):
@@ -22,9 +24,11 @@ class MLPNetwork(keras.layers.Layer):
         embed_dim: int (even), size of the sinusoidal noise embedding.
         num_classes: int or None; when set, one-hot labels `(B, num_classes)`
             are embedded and added to the noise embedding.
+        dropout: float in [0, 1), dropout inside every residual block (training only).
 
     Call arguments:
         inputs: list `[x, c_noise]` or `[x, c_noise, labels]`.
+        training: bool, enables dropout.
 
     Example:
     >>> net = MLPNetwork(hidden=64, depth=2)
@@ -32,7 +36,7 @@ class MLPNetwork(keras.layers.Layer):
     (3, 2)
     """
 
-    def __init__(self, hidden=128, depth=3, embed_dim=32, num_classes=None, **kwargs):
+    def __init__(self, hidden=128, depth=3, embed_dim=32, num_classes=None, dropout=0.0, **kwargs):
         super().__init__(**kwargs)
         for name, value in (("hidden", hidden), ("depth", depth), ("embed_dim", embed_dim)):
             if not isinstance(value, int) or value < 1:
@@ -41,7 +45,10 @@ class MLPNetwork(keras.layers.Layer):
             raise ValueError(f"`embed_dim` must be even, got embed_dim={embed_dim}.")
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
             raise ValueError(f"`num_classes` must be None or a positive integer, got num_classes={num_classes!r}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1), got dropout={dropout!r}.")
         self.hidden, self.depth, self.embed_dim, self.num_classes = hidden, depth, embed_dim, num_classes
+        self.dropout = dropout
 
     def _dense(self, name, fan_in, units):
         kernel = self.add_weight(shape=(fan_in, units), initializer="glorot_uniform", name=f"{name}_kernel")
@@ -59,6 +66,7 @@ class MLPNetwork(keras.layers.Layer):
         self.norm_scale = self.add_weight(shape=(h,), initializer="ones", name="norm_scale")
         self.norm_bias = self.add_weight(shape=(h,), initializer="zeros", name="norm_bias")
         self.proj_out = self._dense("proj_out", h, dim)
+        self.drop = Dropout(self.dropout, name="dropout") if self.dropout else None
 
     def call(self, inputs, training=False):
         dense = lambda x, w: ops.matmul(x, ops.cast(w[0], x.dtype)) + ops.cast(w[1], x.dtype)  # noqa: E731
@@ -74,7 +82,8 @@ class MLPNetwork(keras.layers.Layer):
         h = dense(ops.cast(ops.reshape(x, (ops.shape(x)[0], -1)), dtype), self.proj_in)
         for w in self.blocks:
             r = dense(ops.silu(h), w[2:4]) + dense(emb, w[0:2])
-            h = h + dense(ops.silu(r), w[4:6])
+            r = ops.silu(r) if self.drop is None else self.drop(ops.silu(r), training=training)
+            h = h + dense(r, w[4:6])
         h32 = ops.cast(h, "float32")
         mean = ops.mean(h32, axis=-1, keepdims=True)
         h32 = (h32 - mean) * ops.rsqrt(ops.var(h32, axis=-1, keepdims=True) + 1e-5)
@@ -86,4 +95,4 @@ class MLPNetwork(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "hidden": self.hidden, "depth": self.depth,
-                "embed_dim": self.embed_dim, "num_classes": self.num_classes}
+                "embed_dim": self.embed_dim, "num_classes": self.num_classes, "dropout": self.dropout}
