@@ -16,6 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# The data sources a config names (`data.name`): the builders below, `tfds` by name, folders and .npz files.
+SOURCES = ("digits", "cifar10", "imagenet64", "tfds", "folder", "npz")
 DIGITS_TEACHER = os.path.join(os.path.dirname(__file__), "assets", "digits_teacher.keras")
 
 
@@ -52,13 +54,13 @@ def _finish(ds, num_examples, batch_size, num_classes, labels, flip, seed, start
         ds = epoch(tf.constant(0, tf.int64))
     ds = ds.enumerate(start=int(start) if repeat else 0)
     ds = ds.map(lambda i, item: convert(i, *item), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=repeat).prefetch(tf.data.AUTOTUNE)  # one pass keeps every image
 
 
 def from_arrays(images, batch_size, labels=None, num_classes=None, flip=False, seed=0, start=0, repeat=True):
     """Pipeline over uint8 images `(N, H, W, C)` (or `(N, H, W)`) and optional integer labels `(N,)`.
 
-    `repeat=False` gives one shuffled pass (no resume)."""
+    `repeat=False` gives one shuffled pass over every image (the last batch may be smaller; no resume)."""
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
@@ -98,8 +100,10 @@ def digits_arrays(split="train"):
 
 
 def tfds_images(name, batch_size, split="train", data_dir=None, labels=False, flip=False, seed=0, start=0,
-                download=True, image_key="image", label_key="label"):
-    """A TFDS image dataset through the common pipeline; clear one-line errors when it is missing."""
+                download=True, image_key="image", label_key="label", repeat=True):
+    """A TFDS image dataset through the common pipeline; clear one-line errors when it is missing.
+
+    `repeat=False` gives one pass over every example of `split` (for held-out sets)."""
     import tensorflow_datasets as tfds
 
     try:
@@ -124,17 +128,20 @@ def tfds_images(name, batch_size, split="train", data_dir=None, labels=False, fl
     num_examples = int(ds.cardinality())
     if num_examples < 0:
         num_examples = int(ds.reduce(0, lambda n, _: n + 1))
-    return _finish(ds, num_examples, batch_size, num_classes, labels, flip, seed, start)
+    return _finish(ds, num_examples, batch_size, num_classes, labels, flip, seed, start, repeat)
 
 
-def cifar10(batch_size, split="train", data_dir=None, labels=False, flip=True, seed=0, start=0, download=True):
+def cifar10(batch_size, split="train", data_dir=None, labels=False, flip=True, seed=0, start=0, download=True,
+            repeat=True):
     """CIFAR-10 (TFDS `cifar10`), `(B, 32, 32, 3)`, random horizontal flips as EDM and TRACT train."""
-    return tfds_images("cifar10", batch_size, split, data_dir, labels, flip, seed, start, download)
+    return tfds_images("cifar10", batch_size, split, data_dir, labels, flip, seed, start, download, repeat=repeat)
 
 
-def imagenet64(batch_size, split="train", data_dir=None, labels=True, flip=False, seed=0, start=0, download=False):
+def imagenet64(batch_size, split="train", data_dir=None, labels=True, flip=False, seed=0, start=0, download=False,
+               repeat=True):
     """ImageNet 64x64 (TFDS `imagenet_resized/64x64`, needs a manual download), with 1000-class labels."""
-    return tfds_images("imagenet_resized/64x64", batch_size, split, data_dir, labels, flip, seed, start, download)
+    return tfds_images("imagenet_resized/64x64", batch_size, split, data_dir, labels, flip, seed, start, download,
+                       repeat=repeat)
 
 
 def list_images(path):
@@ -148,10 +155,11 @@ def list_images(path):
     return files
 
 
-def image_folder(path, batch_size, resolution=None, channels=3, flip=False, seed=0, start=0):
+def image_folder(path, batch_size, resolution=None, channels=3, flip=False, seed=0, start=0, repeat=True):
     """All images under `path` (recursively), decoded with `channels` channels.
 
     Images must share one size, or `resolution` resizes them (area) to a square.
+    `repeat=False` gives one pass over every image.
     """
     files = list_images(path)
     first = tf.io.decode_image(tf.io.read_file(files[0]), channels=channels, expand_animations=False)
@@ -167,18 +175,34 @@ def image_folder(path, batch_size, resolution=None, channels=3, flip=False, seed
         return image, tf.zeros((), tf.int64)
 
     ds = tf.data.Dataset.from_tensor_slices(files).map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    return _finish(ds, len(files), batch_size, None, False, flip, seed, start)
+    return _finish(ds, len(files), batch_size, None, False, flip, seed, start, repeat)
 
 
-def npz_images(path, batch_size, key=None, labels_key=None, flip=False, seed=0, start=0):
-    """Images from an `.npz` (or `.npy`) of uint8 `(N, H, W, C)`; `key` defaults to the first array."""
+def npz_images(path, batch_size, key=None, labels_key=None, flip=False, seed=0, start=0, repeat=True):
+    """Images from an `.npz` (or `.npy`) of uint8 `(N, H, W, C)`; `key` defaults to the first array.
+
+    `repeat=False` gives one pass over every image."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Image file not found: path={path!r}.")
-    data = np.load(path)
-    if isinstance(data, np.ndarray):
-        return from_arrays(data, batch_size, flip=flip, seed=seed, start=start)
-    key = key or data.files[0]
-    if key not in data.files:
-        raise ValueError(f"`key`={key!r} is not in {path!r}, which holds {data.files}.")
-    label_values = data[labels_key] if labels_key else None
-    return from_arrays(data[key], batch_size, labels=label_values, flip=flip, seed=seed, start=start)
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.ndarray):
+            if not data.files:
+                raise ValueError("it holds no arrays")
+            key = key or data.files[0]
+            if key not in data.files:
+                raise KeyError(f"key={key!r} is not among its arrays {data.files}")
+            label_values = data[labels_key] if labels_key else None
+            data = data[key]
+        else:
+            label_values = None
+    except KeyError as error:
+        raise ValueError(f"Cannot read images from {path!r}: {error.args[0]}.") from None
+    except Exception as error:
+        raise ValueError(f"Cannot read images from {path!r}: not a readable .npz/.npy of uint8 images "
+                         f"({' '.join(str(error).split()) or type(error).__name__}).") from None
+    if data.dtype != np.uint8 or data.ndim not in (3, 4):
+        where = path if key is None else f"{path}[{key!r}]"
+        raise ValueError(f"{where} must hold uint8 images (N, H, W, C), got {data.dtype} of shape {data.shape}; "
+                         "name the images' array with key= (data.key).")
+    return from_arrays(data, batch_size, labels=label_values, flip=flip, seed=seed, start=start, repeat=repeat)

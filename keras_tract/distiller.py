@@ -361,3 +361,6 @@ class BinaryDistiller(Distiller):
 
     def second_step(self, x1, s1, s2, at_end, labels):
         return self.teacher_step(x1, s1, s2, labels)
+
+
+METHODS = {"tract": TRACTDistiller, "binary": BinaryDistiller}

@@ -66,14 +66,14 @@ def compare_samplers(distiller, noise, labels=None, steps=(1, 2), reference=None
     return rows, images
 
 
-def format_table(rows, num_samples, reference_split=None):
-    """The rows of `compare_samplers` as a text table."""
-    fd_title = f"FD to {reference_split}" if reference_split else "FD"
-    lines = [f"{num_samples} samples from the same noise; RMSE is the per-sample L2 distance to the teacher's output.",
-             f"{'sampler':<26} {'NFE':>4} {fd_title:>14} {'RMSE to teacher':>16}"]
+def format_table(rows, num_samples, reference=None):
+    """The rows of `compare_samplers` as a text table; `reference` says what the FD is measured against."""
+    lines = [f"{num_samples} samples from the same noise; RMSE is the per-sample L2 distance to the teacher's output"
+             + (f"; FD is the pixel Frechet distance to {reference}." if reference else "."),
+             f"{'sampler':<26} {'NFE':>4} {'FD':>10} {'RMSE to teacher':>16}"]
     for row in rows:
         fd = "-" if row["fd"] is None else f"{row['fd']:.3f}"
-        lines.append(f"{row['sampler']:<26} {row['nfe']:>4} {fd:>14} {row['rmse']:>16.3f}")
+        lines.append(f"{row['sampler']:<26} {row['nfe']:>4} {fd:>10} {row['rmse']:>16.3f}")
     return "\n".join(lines)
 
 

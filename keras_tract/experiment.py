@@ -16,7 +16,7 @@ import time
 import keras
 import numpy as np
 
-from keras_tract import backend, data
+from keras_tract import backend, data, schedules
 from keras_tract.callbacks import ScalarLogger
 from keras_tract.denoisers import EDMPrecond, image_shape
 from keras_tract.distiller import BinaryDistiller, TRACTDistiller
@@ -24,17 +24,17 @@ from keras_tract.ema import clone
 from keras_tract.evaluation import compare_samplers, comparison_image, format_table
 from keras_tract.images import atomic_path, grid, save_png, to_uint8, write_atomic
 from keras_tract.networks import get as get_network
-from keras_tract.schedules import CosineSchedule, KarrasSchedule
 from keras_tract.solvers import sample
 from keras_tract.teacher import EDMTrainer, LinearRampUp
 
 STAGES = ("teacher", "distill")
 
 
-def dataset(config, split="train", start=0):
-    """The config's `tf.data` pipeline, `start` examples into its seeded stream."""
+def dataset(config, split="train", start=0, repeat=True):
+    """The config's `tf.data` pipeline, `start` examples into its seeded stream; `repeat=False`: one
+    unflipped pass over every example of `split` (folder and .npz sources have no splits)."""
     d, seed = config["data"], config["run"]["seed"]
-    common = dict(flip=d["flip"], seed=seed, start=start)
+    common = dict(flip=d["flip"] and repeat, seed=seed, start=start, repeat=repeat)
     batch = d["batch_size"]
     if d["name"] == "digits":
         return data.digits(batch, split, labels=d["labels"], **common)
@@ -42,9 +42,35 @@ def dataset(config, split="train", start=0):
         return getattr(data, d["name"])(batch, split, data_dir=d["data_dir"], labels=d["labels"], **common)
     if d["name"] == "tfds":
         return data.tfds_images(d["path"], batch, split, data_dir=d["data_dir"], labels=d["labels"], **common)
-    if d["name"] == "folder":
-        return data.image_folder(d["path"], batch, resolution=d["resolution"], **common)
-    return data.npz_images(d["path"], batch, **common)
+    return images_at(d["path"], batch, d, **common)
+
+
+def images_at(path, batch, data_config, **kwargs):
+    """The pipeline of an image folder or an .npz/.npy file, read as `data_config` says."""
+    if os.path.isdir(path):
+        return data.image_folder(path, batch, resolution=data_config["resolution"], **kwargs)
+    return data.npz_images(path, batch, key=data_config["key"], **kwargs)
+
+
+def reference_images(config):
+    """`(images, label)`: the held-out images in [-1, 1] that the evaluation's Frechet distance uses,
+    each once, and a label saying what they are; `(None, None)` for no distance.
+
+    `evaluate.reference` (a folder or .npz) serves any source; otherwise digits and TFDS sources use
+    their split `evaluate.reference_split`. Folder and .npz sources have no split: without
+    `evaluate.reference` the distance is to the training images, and the label says so.
+    """
+    e, d = config["evaluate"], config["data"]
+    if e["reference"]:
+        stream, label = images_at(e["reference"], e["batch_size"], d, repeat=False), e["reference"]
+    elif e["reference_split"] is None:
+        return None, None
+    elif d["name"] in ("folder", "npz"):
+        stream, label = dataset(config, repeat=False), "train (no held-out set: evaluate.reference)"
+    else:
+        stream, label = dataset(config, split=e["reference_split"], repeat=False), e["reference_split"]
+    images = np.concatenate([np.asarray(b[0] if isinstance(b, tuple) else b) for b in stream])
+    return images, f"{label}, {len(images)} images"
 
 
 def save_atomic(model, path):
@@ -86,8 +112,7 @@ def check_workdir(workdir, config):
 
 
 def _schedule(config):
-    c = config["distill"]
-    return (KarrasSchedule if c["schedule"] == "karras" else CosineSchedule)(c["num_steps"])
+    return schedules.get(config["distill"]["schedule"], config["distill"]["num_steps"])
 
 
 class Run:
@@ -228,7 +253,7 @@ class Run:
             print(f"Saved the teacher (EMA) to {os.path.join(self.workdir, 'teacher.keras')}")
         else:
             save_atomic(model.inference_student, os.path.join(self.workdir, "student.keras"))
-            metrics["evaluation"] = self.evaluate(model)
+            metrics["evaluation"], metrics["fd_reference"] = self.evaluate(model)
         write_atomic(os.path.join(self.workdir, f"{self.stage}_metrics.json"),
                      json.dumps(metrics, indent=2).encode())
         return metrics
@@ -237,17 +262,13 @@ class Run:
         """Teacher, naive teacher and student from the same noise; prints the table, saves `comparison.png`."""
         e = self.config["evaluate"]
         noise, labels = self._noise(e["num_samples"], e["seed"])
-        reference = None
-        if e["reference_split"]:
-            needed = -(-e["num_samples"] // self.batch_size)
-            batches = dataset(self.config, split=e["reference_split"]).take(needed)
-            reference = np.concatenate([np.asarray(b[0] if isinstance(b, tuple) else b) for b in batches])
+        reference, label = reference_images(self.config)
         rows, images = compare_samplers(distiller, noise, labels, e["steps"], reference, e["batch_size"])
-        print(format_table(rows, e["num_samples"], e["reference_split"]))
+        print(format_table(rows, e["num_samples"], label))
         save_png(os.path.join(self.workdir, "comparison.png"), comparison_image(images))
         print(f"Saved the student to {os.path.join(self.workdir, 'student.keras')} and the sample grids "
               f"({', '.join(images)}) side by side to {os.path.join(self.workdir, 'comparison.png')}")
-        return rows
+        return rows, label
 
 
 def student_from(teacher, dtype_policy=None):

@@ -71,13 +71,13 @@ class KarrasSchedule(Schedule):
 
     def __init__(self, num_steps=40, sigma_min=0.002, sigma_max=80.0, rho=7.0):
         super().__init__(num_steps)
-        if not sigma_min > 0:
-            raise ValueError(f"`sigma_min` must be > 0, got sigma_min={sigma_min!r}.")
-        if not sigma_max > sigma_min:
+        if not 0 < sigma_min < np.inf:
+            raise ValueError(f"`sigma_min` must be finite and > 0, got sigma_min={sigma_min!r}.")
+        if not sigma_min < sigma_max < np.inf:
             raise ValueError(
-                f"`sigma_max` must be > sigma_min={sigma_min!r}, got sigma_max={sigma_max!r}."
+                f"`sigma_max` must be finite and > sigma_min={sigma_min!r}, got sigma_max={sigma_max!r}."
             )
-        if not rho > 0:
+        if not 0 < rho < np.inf:
             raise ValueError(f"`rho` must be > 0, got rho={rho!r}.")
         self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
         n = self.num_steps
@@ -112,9 +112,9 @@ class CosineSchedule(Schedule):
 
     def __init__(self, num_steps=1024, logsnr_min=-20.0, logsnr_max=20.0):
         super().__init__(num_steps)
-        if not logsnr_max > logsnr_min:
+        if not -np.inf < logsnr_min < logsnr_max < np.inf:
             raise ValueError(
-                f"`logsnr_max` must be > logsnr_min={logsnr_min!r}, got logsnr_max={logsnr_max!r}."
+                f"`logsnr_min` < `logsnr_max` must be finite, got logsnr_min={logsnr_min!r}, logsnr_max={logsnr_max!r}."
             )
         self.logsnr_min, self.logsnr_max = float(logsnr_min), float(logsnr_max)
         b = np.arctan(np.exp(-self.logsnr_max / 2))
@@ -130,3 +130,13 @@ class CosineSchedule(Schedule):
     def get_config(self):
         return {**super().get_config(), "logsnr_min": self.logsnr_min,
                 "logsnr_max": self.logsnr_max}
+
+
+SCHEDULES = {"karras": KarrasSchedule, "cosine": CosineSchedule}
+
+
+def get(name, num_steps):
+    """The schedule `name` (`"karras"` or `"cosine"`) with `num_steps` levels and its default range."""
+    if name not in SCHEDULES:
+        raise ValueError(f"Unknown schedule name={name!r}; choose one of {sorted(SCHEDULES)}.")
+    return SCHEDULES[name](num_steps)

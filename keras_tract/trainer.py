@@ -21,6 +21,9 @@ from keras import ops
 
 from keras_tract import backend
 
+# Policies a trainer's student may compute under: mixed_float16 would need loss scaling.
+DTYPE_POLICIES = ("float32", "mixed_bfloat16")
+
 
 def first_batch(data):
     """`(x, labels)` of the first batch of arrays or a tf.data dataset as NumPy, or None for other inputs."""

@@ -61,7 +61,8 @@ def test_cli_trains_teacher_then_distills(finished):
     assert metrics["steps"] == 12 and metrics["skipped_steps"] == 0
     assert rows["teacher, heun 40 steps"]["nfe"] == 79 and rows["teacher, heun 40 steps"]["rmse"] == 0.0
     assert all(row["fd"] > 0 for row in rows.values()) and rows["student, 1 step"]["rmse"] > 0
-    assert "student, 2 steps" in stdout and "FD to test" in stdout
+    assert "student, 2 steps" in stdout and "Frechet distance to test, 360 images" in stdout
+    assert metrics["fd_reference"] == "test, 360 images"
     # The student file samples like the distiller's inference EMA: 1-step DDIM, clipped.
     student = keras.saving.load_model(os.path.join(workdir, "student.keras"))
     noise = np.random.default_rng(0).standard_normal((4, 8, 8, 1)).astype("float32")
@@ -118,6 +119,35 @@ def test_config_overrides_are_typed_and_checked():
         config_lib.load("nowhere.py")
 
 
+def test_config_rejects_misspelt_keys_and_bad_values_before_running(tmp_path):
+    path = tmp_path / "typo.py"
+    path.write_text("from keras_tract.config import defaults\n\n\ndef get_config():\n    config = defaults()\n"
+                    "    config['distill'].update(ema_residul=1e-4)\n    return config\n")
+    with pytest.raises(ValueError, match=r"Unknown config key 'distill.ema_residul' \(did you mean "
+                                         r"'distill.ema_residual'\?\)"):
+        config_lib.load(str(path))
+    bad = {"distill.clip_teacher=banana": "distill.clip_teacher='banana' must be of type bool or None",
+           "distill.global_clipnorm=-1.0": "distill.global_clipnorm=-1.0 must be a positive number",
+           "distill.inference_momentum=abc": "distill.inference_momentum='abc' must be of type float or None",
+           "distill.inference_momentum=1.0": r"distill.inference_momentum=1.0 must be in \[0, 1\)",
+           "run.seed=-1": "run.seed=-1 must be a number >= 0",
+           "evaluate.steps=[3]": r"evaluate.steps=\[3\] must be student step counts that divide",
+           "evaluate.reference_split='validation'": "evaluate.reference_split='validation' must be",
+           "data.name='npz'": "data.path is needed for data.name='npz'",
+           "distill.time_schedule=[40, 3]": r"distill.time_schedule=\[40, 3\]: .*3 does not divide 40",
+           "evaluate.stepz=[1]": r"Unknown config key 'evaluate.stepz' \(did you mean 'evaluate.steps'\?\)",
+           "evaluat.steps=[1]": r"Unknown config section 'evaluat' in 'evaluat.steps' \(did you mean 'evaluate'\?\)"}
+    for item, message in bad.items():
+        with pytest.raises(ValueError, match=message):
+            config_lib.load(DIGITS, [item])
+    with pytest.raises(ValueError, match="Config lacks the section 'teacher'"):
+        config_lib.validate({"data": {}})
+    # The allowed choices are the code's own.
+    allowed = config_lib.choices()
+    assert allowed["distill.loss"] is keras_tract.distiller.LOSSES
+    assert set(allowed["teacher.network"]) == set(keras_tract.networks.PRESETS)
+
+
 @pytest.mark.parametrize("name", ["digits", "cifar10_edm", "cifar10_vp", "imagenet64_edm"])
 def test_shipped_configs_validate(name):
     config = config_lib.load(os.path.join(ROOT, "configs", f"{name}.py"))
@@ -146,3 +176,27 @@ def test_cli_errors_are_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "train.py: error: Config value distill.loss='l1' must be one of ['edm', 'snr_trunc'].")
+
+
+def test_fd_reference_is_held_out_each_image_once_and_labelled(tmp_path):
+    from keras_tract.experiment import reference_images
+
+    train_images, _ = keras_tract.data.digits_arrays("train")
+    test_images, _ = keras_tract.data.digits_arrays("test")
+    np.savez(tmp_path / "train.npz", labels=np.zeros(len(train_images)), x=train_images)
+    np.savez(tmp_path / "test.npz", x=test_images)
+    def as_set(images):
+        return sorted(map(bytes, np.round((images + 1) * 127.5).astype(np.uint8).reshape(len(images), -1)))
+
+    digits = config_lib.load(DIGITS, TINY)
+    images, label = reference_images(digits)  # the 360 test digits, once each, though the batch is 24
+    assert label == "test, 360 images" and as_set(images) == as_set(test_images.astype(np.float64) / 127.5 - 1)
+    npz = config_lib.load(DIGITS, TINY + ["data.name='npz'", f"data.path='{tmp_path / 'train.npz'}'",
+                                          "data.key='x'"])
+    images, label = reference_images(npz)  # no held-out set named: the training images, said so
+    assert label.startswith("train (no held-out set") and len(images) == len(train_images)
+    named = config_lib.override(npz, f"evaluate.reference='{tmp_path / 'test.npz'}'")
+    images, label = reference_images(config_lib.validate(named))
+    assert label == f"{tmp_path / 'test.npz'}, 360 images"
+    assert as_set(images) == as_set(test_images.astype(np.float64) / 127.5 - 1)
+    assert reference_images(config_lib.override(digits, "evaluate.reference_split=None")) == (None, None)
