@@ -138,7 +138,7 @@ class VPDenoiser(Denoiser):
 
     With `gamma = 1 / (1 + sigma^2)` the network sees `z = sqrt(gamma) x` and
     `logsnr = -2 log sigma`. A DDIM step in VP form then equals the DDIM (Euler)
-    step in VE form on `x = z / sqrt(gamma)` (tract_spec §1.3).
+    step in VE form on `x = z / sqrt(gamma)` (Karras et al. 2022, section 2: VP and VE are one ODE up to scaling).
 
     Args:
         network: a Keras model called on `[z, logsnr]` or `[z, logsnr, labels]`.

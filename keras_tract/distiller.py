@@ -1,4 +1,5 @@
-"""TRACT and binary time distillation, written once in `keras.ops` (tract_spec §3 to §5).
+"""TRACT and binary time distillation, written once in `keras.ops`
+(TRACT, Berthelot et al. 2023, section 3; ml-tract's `tc_distill.py`, `tc_distill_edm.py`, `binary_distill.py`).
 
 The backend adapters (`keras_tract.backend`) supply `train_step`; everything
 they call lives here: drawing indices and noise, targets, the student loss and
@@ -328,7 +329,7 @@ class BinaryDistiller(Distiller):
     """Binary time distillation (progressive distillation, Salimans & Ho 2022), TRACT's baseline.
 
     Every phase halves the step count: `time_schedule` must be `(T, T/2, ..., )`.
-    The target of a student step is two unclipped teacher steps (tract_spec §5);
+    The target of a student step is two unclipped teacher steps (ml-tract's `binary_distill.py`);
     there is no self-teacher. The inference EMA has a fixed momentum.
 
     Args:

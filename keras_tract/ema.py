@@ -1,4 +1,4 @@
-"""Bias-corrected exponential moving averages over frozen copies of a model (tract_spec §4.1)."""
+"""Bias-corrected exponential moving averages over frozen copies of a model (ml-tract's `lib/optim.py` `ModuleEMA`)."""
 
 import math
 

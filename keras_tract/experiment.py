@@ -272,7 +272,7 @@ class Run:
 
 
 def student_from(teacher, dtype_policy=None):
-    """A trainable copy of `teacher` with dropout 0 (TRACT distills without dropout, tract_spec §4.5),
+    """A trainable copy of `teacher` with dropout 0 (ml-tract's students train without dropout),
     computing under `dtype_policy` (default the teacher's)."""
     config = teacher.get_config()
     network = config.get("network")

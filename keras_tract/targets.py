@@ -2,7 +2,7 @@
 
 All levels are per-sample float32 tensors of shape `(B,)`; `x_t` is at `s0`.
 The student is trained so that one DDIM step from `(x_t, s0)` to `s2` lands
-on the endpoint computed here (tract_spec §3.4).
+on the endpoint computed here (TRACT, Berthelot et al. 2023, section 3, eq. 6).
 """
 
 from keras import ops

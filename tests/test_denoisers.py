@@ -61,7 +61,7 @@ def test_edm_precond_identities():
 
 @pytest.mark.parametrize("prediction", ["x", "both"])
 def test_vp_ddim_step_equals_ve_ddim_step(prediction):
-    """tract_spec §2.1 in float64 NumPy against the VE DDIM step through VPDenoiser."""
+    """tc_distill.py's VP DDIM step (`post_xt_x0`) in float64 NumPy against the VE step through VPDenoiser."""
     dim = 4
     inputs = [keras.Input((dim,)), keras.Input(())]
     out_dim = dim if prediction == "x" else 2 * dim

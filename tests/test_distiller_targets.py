@@ -46,7 +46,7 @@ def test_tract_ve_targets_match_float64_reference(time_schedule, group, offset):
     noise = rng.standard_normal((6, 2))
     g, k = np.array(group), np.array(offset)
 
-    # tract_spec §3.3, written as the official script does it (k1 clamp, terminal override).
+    # tc_distill_edm.py's train_op, written as the official script does it (k1 clamp, terminal override).
     delta = 40 // time_schedule[1]
     k0, k2 = delta * g - k, delta * (g - 1)
     k1 = np.maximum(k0 - 1, 1)
@@ -77,7 +77,7 @@ def test_tract_ve_targets_match_float64_reference(time_schedule, group, offset):
     endpoint = np.where((k0 == 1)[:, None], d_0, x_2)
     np.testing.assert_allclose(landed, endpoint, rtol=1e-4, atol=2e-4)
 
-    # EDM loss: MSE of the raw network output F (tract_spec §3.3, weight == 1).
+    # EDM loss: MSE of the raw network output F (tc_distill_edm.py, weight == 1).
     student = distiller.student
     c_skip = 0.25 / (s0**2 + 0.25)
     c_out = s0 * 0.5 / np.sqrt(s0**2 + 0.25)
@@ -88,7 +88,7 @@ def test_tract_ve_targets_match_float64_reference(time_schedule, group, offset):
 
 
 def test_tract_vp_targets_match_float64_reference():
-    """tract_spec §3.2 in the VP (z, gamma) form against the distiller's VE form."""
+    """tc_distill.py's train_op in the VP (z, gamma) form against the distiller's VE form."""
     dim = 3
     inputs = [keras.Input((dim,)), keras.Input(())]
     h = keras.layers.Concatenate()([inputs[0], keras.layers.Reshape((1,))(keras.layers.Rescaling(0.1)(inputs[1]))])

@@ -1,6 +1,6 @@
 """The 2015 TF "FID Inception" (pool3, 2048-d) in Keras 3, with the quirks of the graph every FID uses.
 
-Differences from `keras.applications.InceptionV3` (fid_notes §1.2): the graph's own
+Differences from `keras.applications.InceptionV3` (as in pytorch-fid's `FIDInceptionA..E`): the graph's own
 weights (converted from pytorch-fid's state dict), 1008 classes, 3x3 average pools
 that exclude the padding from the mean, and a 3x3 max-pool (not average) in the
 pool branch of the last block (Mixed_7c). BatchNorm eps is 1e-3.
