@@ -36,10 +36,13 @@ def first_batch(data):
 
 
 def check_images(x):
-    """Raises ValueError unless `x` is floating point within [-1, 1]."""
+    """Raises ValueError unless `x` is finite floating point within [-1, 1]."""
     hint = "convert uint8 images with x / 127.5 - 1"
     if not np.issubdtype(x.dtype, np.floating):
         raise ValueError(f"Training data must be floats in [-1, 1], got dtype {x.dtype}; {hint}.")
+    if not np.isfinite(x).all():
+        raise ValueError(f"Training data must be finite, got {int(np.size(x) - np.isfinite(x).sum())} NaN or "
+                         "infinite values in the first batch.")
     if x.size and np.abs(x).max() > 1.0 + 1e-3:
         raise ValueError(
             f"Training data must lie in [-1, 1], got values in [{x.min():.4g}, {x.max():.4g}]; {hint}.")
@@ -97,6 +100,17 @@ class Trainer(backend.TrainStep, keras.Model):
             with backend.scope_of(self):
                 self.optimizer.build(self.trainable_variables)
         return super().fit(x, *args, **kwargs)
+
+    def get_compile_config(self):
+        """The compile config, portable across backends: the optimizer by its public Keras class and
+        `jit_compile="auto"`, so a checkpoint resumes on any backend with that backend's defaults."""
+        config = super().get_compile_config()
+        optimizer = (config or {}).get("optimizer")
+        if isinstance(optimizer, dict) and optimizer.get("module", "").startswith("keras.src.backend."):
+            config["optimizer"] = {**optimizer, "module": "keras.optimizers", "registered_name": None}
+        if config:
+            config["jit_compile"] = "auto"
+        return config
 
     def load_own_variables(self, store):
         super().load_own_variables(store)

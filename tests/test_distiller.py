@@ -132,6 +132,31 @@ def test_only_student_is_trainable():
 
 
 @once
+def test_checkpoint_resumes_on_another_backend(tmp_path):
+    """Checkpointed under PyTorch, resumed under JAX and TensorFlow (and the reverse from JAX): each
+    resumes with its own optimizer and compile default and ends where the uninterrupted run ends."""
+    script = os.path.join(os.path.dirname(__file__), "helpers", "resume_backend.py")
+
+    def run(backend, mode, folder):
+        env = {**os.environ, "KERAS_BACKEND": backend}
+        result = subprocess.run([sys.executable, script, mode, str(folder)], capture_output=True, text=True, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return np.load(folder / f"{mode}_{backend}.npz")
+
+    for start, resumes in (("torch", ("jax", "tensorflow")), ("jax", ("torch",))):
+        folder = tmp_path / start
+        folder.mkdir()
+        reference = run(start, "start", folder)
+        for backend in resumes:
+            resumed = run(backend, "resume", folder)
+            assert int(resumed["steps"]) == 4 and int(resumed["phase"]) == 1
+            assert (str(resumed["optimizer"]) == "keras.src.backend.torch.optimizers.torch_adam") == (backend == "torch")
+            assert bool(resumed["compiled"]) == (backend == "jax")  # "auto": XLA on JAX, eager PyTorch, TF on CPU
+            for i in range(len([k for k in reference.files if k.startswith("arr_")])):
+                np.testing.assert_allclose(resumed[f"arr_{i}"], reference[f"arr_{i}"], atol=5e-4)
+
+
+@once
 def test_cross_backend_parity(tmp_path):
     here = os.path.dirname(__file__)
     results = {}
