@@ -150,7 +150,7 @@ def test_checkpoint_resumes_on_another_backend(tmp_path):
         for backend in resumes:
             resumed = run(backend, "resume", folder)
             assert int(resumed["steps"]) == 4 and int(resumed["phase"]) == 1
-            assert (str(resumed["optimizer"]) == "keras.src.backend.torch.optimizers.torch_adam") == (backend == "torch")
+            assert ("torch_adam" in str(resumed["optimizer"])) == (backend == "torch")
             assert bool(resumed["compiled"]) == (backend == "jax")  # "auto": XLA on JAX, eager PyTorch, TF on CPU
             for i in range(len([k for k in reference.files if k.startswith("arr_")])):
                 np.testing.assert_allclose(resumed[f"arr_{i}"], reference[f"arr_{i}"], atol=5e-4)
