@@ -58,7 +58,29 @@ class Denoiser(keras.Model):
         check_inputs(x, sigma)
         return x, sigma, expand_to(sigma, x)
 
+    @property
+    def num_classes(self):
+        """The classes of a class-conditional network (0: unconditional), or None where the network
+        does not say: the networks of `keras_tract.networks` declare theirs as `label_dim`, as EDM's do."""
+        value = getattr(self.network, "label_dim", None)
+        return None if value is None else int(value)
+
+    def check_labels(self, labels):
+        """Raises ValueError unless `labels` fit the network: None for an unconditional one,
+        `(B, num_classes)` for a class-conditional one."""
+        n = self.num_classes
+        if n is None:
+            return
+        if labels is None and n:
+            raise ValueError(f"{self.name} is class-conditional ({n} classes): pass one-hot labels of shape (B, {n}).")
+        if labels is not None and not n:
+            raise ValueError(f"{self.name} is unconditional: it takes no labels, got labels of shape "
+                             f"{tuple(labels.shape)} (set data.labels=False, or train a conditional model).")
+        if labels is not None and tuple(labels.shape)[-1] != n:
+            raise ValueError(f"{self.name} takes one-hot labels of shape (B, {n}), got {tuple(labels.shape)}.")
+
     def run_network(self, inputs, labels, training):
+        self.check_labels(labels)
         if labels is not None:
             inputs = inputs + [ops.cast(labels, "float32")]
         return ops.cast(self.network(inputs, training=training), "float32")

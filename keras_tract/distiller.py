@@ -211,9 +211,13 @@ class Distiller(Trainer):
         shapes = {}
         for role in ("teacher", "student"):
             try:
-                shapes[role] = tuple(getattr(self, role)(*args).shape)[1:]
+                model = getattr(self, role)
+                if hasattr(model, "check_labels"):
+                    model.check_labels(args[2] if len(args) > 2 else None)
+                shapes[role] = tuple(model(*args).shape)[1:]
             except Exception as error:  # report which model does not fit the data
-                raise ValueError(f"The {role} cannot denoise data of shape {x1.shape[1:]}: {error}") from error
+                raise ValueError(f"The {role} cannot denoise the data (shape {x1.shape[1:]}"
+                                 f"{'' if labels is None else f', labels {labels.shape[1:]}'}): {error}") from None
         if not shapes["teacher"] == shapes["student"] == x1.shape[1:]:
             raise ValueError(
                 f"Teacher and student must map data of shape {x1.shape[1:]} to the same shape, "

@@ -26,6 +26,7 @@ from keras_tract.images import atomic_path, grid, save_png, to_uint8, write_atom
 from keras_tract.networks import get as get_network
 from keras_tract.solvers import sample
 from keras_tract.teacher import EDMTrainer, LinearRampUp
+from keras_tract.trainer import first_batch
 
 STAGES = ("teacher", "distill")
 
@@ -151,10 +152,13 @@ class Run:
     # --- building -------------------------------------------------------------
 
     def build(self):
-        """The trainer: resumed from the checkpoint, or new."""
+        """The trainer, resumed from the checkpoint or new, checked against the first batch of data."""
         if os.path.isfile(self.checkpoint):
-            return keras.saving.load_model(self.checkpoint)
-        return self.new_teacher_trainer() if self.stage == "teacher" else self.new_distiller()
+            model = keras.saving.load_model(self.checkpoint)
+        else:
+            model = self.new_teacher_trainer() if self.stage == "teacher" else self.new_distiller()
+        model.check_batch(*first_batch(dataset(self.config)))
+        return model
 
     def _dummy(self, denoiser):
         x = np.zeros((1,) + self.shape, "float32")

@@ -82,6 +82,10 @@ class EDMTrainer(Trainer):
         self.ema_beta = self.add_weight(shape=(), initializer="zeros", trainable=False, name="ema_beta")
         self.built = True
 
+    def check_batch(self, x, labels):
+        super().check_batch(x, labels)
+        self.denoiser.check_labels(labels)
+
     def draw(self, shape):
         """Per-sample `sigma` `(B,)` and noise of `shape`; counts the B images and sets this step's EMA beta."""
         batch = shape[0]

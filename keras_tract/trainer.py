@@ -90,8 +90,8 @@ class Trainer(backend.TrainStep, keras.Model):
             raise ValueError(f"The batch size {len(x)} must be a multiple of micro_batches={self.micro_batches}"
                              + (f" times the {replicas} data-parallel replicas." if replicas > 1 else "."))
 
-    def fit(self, x=None, *args, **kwargs):
-        batch = first_batch(x)
+    def fit(self, x=None, y=None, *args, **kwargs):
+        batch = first_batch(x if y is None else (x[:1], y[:1]))
         if batch is not None:
             self.check_batch(*batch)
         if hasattr(x, "element_spec"):
@@ -99,7 +99,7 @@ class Trainer(backend.TrainStep, keras.Model):
         if self.optimizer is not None and not self.optimizer.built:
             with backend.scope_of(self):
                 self.optimizer.build(self.trainable_variables)
-        return super().fit(x, *args, **kwargs)
+        return super().fit(x, y, *args, **kwargs)
 
     def get_compile_config(self):
         """The compile config, portable across backends: the optimizer by its public Keras class and

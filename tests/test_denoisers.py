@@ -134,3 +134,28 @@ def test_bad_input():
         GaussianMixtureDenoiser(means, np.array([1.0, 0.0, 1.0]), np.ones(3))
     with pytest.raises(ValueError, match="2 elements"):
         GaussianMixtureDenoiser(means, np.ones(3), np.ones(3))(np.zeros((2, 3)), np.ones(2))
+
+
+def test_labels_must_match_the_network(tmp_path):
+    """Labels given to an unconditional network, or missing for a conditional one, fail clearly,
+    also after saving and loading, and in fit()."""
+    x, sigma = np.zeros((2, 2), "float32"), np.ones((2,), "float32")
+    onehot = np.eye(10, dtype="float32")[[1, 2]]
+    unconditional = keras_tract.EDMPrecond(keras_tract.networks.MLPNetwork(hidden=8, depth=1))
+    unconditional(x, sigma)
+    conditional = keras_tract.EDMPrecond(keras_tract.networks.MLPNetwork(hidden=8, depth=1, num_classes=10))
+    conditional(x, sigma, onehot)
+    path = str(tmp_path / "unconditional.keras")
+    unconditional.save(path)
+    for model in (unconditional, keras.saving.load_model(path)):
+        with pytest.raises(ValueError, match=r"is unconditional: it takes no labels, got labels of shape \(2, 10\)"):
+            model(x, sigma, onehot)
+    with pytest.raises(ValueError, match=r"is class-conditional \(10 classes\): pass one-hot labels"):
+        conditional(x, sigma)
+    with pytest.raises(ValueError, match=r"takes one-hot labels of shape \(B, 10\), got \(2, 3\)"):
+        conditional(x, sigma, onehot[:, :3])
+    distiller = keras_tract.TRACTDistiller(unconditional, keras_tract.ema.clone(unconditional, "student"),
+                                           keras_tract.KarrasSchedule(40), steps_per_phase=10)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    with pytest.raises(ValueError, match=r"The teacher cannot denoise the data .*is unconditional"):
+        distiller.fit(x, onehot, batch_size=2, verbose=0)

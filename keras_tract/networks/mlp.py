@@ -50,6 +50,11 @@ class MLPNetwork(keras.layers.Layer):
         self.hidden, self.depth, self.embed_dim, self.num_classes = hidden, depth, embed_dim, num_classes
         self.dropout = dropout
 
+    @property
+    def label_dim(self):
+        """The number of classes, 0 when unconditional (as EDM's networks name it)."""
+        return self.num_classes or 0
+
     def _dense(self, name, fan_in, units):
         kernel = self.add_weight(shape=(fan_in, units), initializer="glorot_uniform", name=f"{name}_kernel")
         bias = self.add_weight(shape=(units,), initializer="zeros", name=f"{name}_bias")
