@@ -9,14 +9,13 @@ batch and length down to a laptop CPU.
 """
 
 from keras_tract.config import defaults
-from keras_tract.data import DIGITS_TEACHER
 
 
 def get_config():
     config = defaults()
     config["data"].update(name="digits", batch_size=64)  # 1437 training images of 8x8x1; no flips
     config["teacher"].update(train_len=3000 * 64, lr=2e-3, lr_rampup=300 * 64, ema_halflife_kimg=5.0)
-    config["distill"].update(teacher=DIGITS_TEACHER, time_schedule=[40, 1], train_len=1500 * 64)
+    config["distill"].update(teacher="bundled:digits", time_schedule=[40, 1], train_len=1500 * 64)
     config["run"].update(checkpoint_every=250, sample_every=500, log_every=50)
     config["evaluate"].update(num_samples=500, batch_size=500)  # FD against the 360 test digits
     return config

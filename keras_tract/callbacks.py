@@ -1,9 +1,10 @@
-"""Training callbacks: TensorBoard scalars on the global step.
+"""Training callbacks: TensorBoard scalars and a progress line on the global step, and a stop on divergence.
 
 Scalars are written with `tf.summary.write` and the scalar plugin's metadata, which
 TensorFlow itself provides, so logging needs no `tensorboard` package (viewing does).
 """
 
+import collections
 import time
 
 import keras
@@ -53,3 +54,70 @@ class ScalarLogger(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._writer.close()
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops `fit()` with a `FloatingPointError` once `limit` of the last `window` steps were skipped.
+
+    A trainer skips a step whose loss or gradients are not finite (its `skipped` log counts them);
+    an occasional skip is harmless, a run of them means training has diverged.
+
+    Args:
+        limit: skipped steps within the window that stop training.
+        window: the number of most recent steps looked at.
+    """
+
+    def __init__(self, limit=5, window=10):
+        super().__init__()
+        if not 1 <= limit <= window:
+            raise ValueError(f"`limit` must be in [1, window={window}], got limit={limit!r}.")
+        self.limit, self.window = int(limit), int(window)
+
+    def on_train_begin(self, logs=None):
+        self._recent, self._last = collections.deque(maxlen=self.window), None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not logs or "skipped" not in logs:
+            return
+        skipped = int(np.asarray(logs["skipped"]))
+        self._recent.append(self._last is not None and skipped > self._last)
+        self._last = skipped
+        if sum(self._recent) >= self.limit:
+            raise FloatingPointError(
+                f"Training diverged: {sum(self._recent)} of the last {len(self._recent)} steps had a non-finite loss "
+                f"or gradient and were skipped ({skipped} skipped in all); lower the learning rate or check the data.")
+
+
+class Progress(keras.callbacks.Callback):
+    """Prints one line every `every` steps against the whole run: step, loss, skipped steps,
+    images per second and the time left (the chunked `fit()` calls of a run share one count).
+
+    Args:
+        name: what is trained (`"distill"`, `"teacher"`).
+        total: the run's total steps. every: steps between lines.
+        batch_size: global batch, for images per second.
+        start_step: the global step before this `fit()` call.
+    """
+
+    def __init__(self, name, total, every, batch_size, start_step=0):
+        super().__init__()
+        self.name, self.total, self.every = name, int(total), int(every)
+        self.batch_size, self.start_step = batch_size, int(start_step)
+
+    def on_train_begin(self, logs=None):
+        self._clock = (self.start_step, time.perf_counter())
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.start_step + batch + 1
+        if step % self.every and step != self.total:
+            return
+        last_step, last_time = self._clock
+        now = time.perf_counter()
+        self._clock = (step, now)
+        rate = (step - last_step) / max(now - last_time, 1e-9)
+        left = (self.total - step) / max(rate, 1e-9)
+        logs = logs or {}
+        print(f"{self.name} step {step}/{self.total} ({100 * step / self.total:.0f}%)  "
+              f"loss {float(np.asarray(logs.get('loss', np.nan))):.4g}  "
+              f"skipped {int(np.asarray(logs.get('skipped', 0)))}  {rate * self.batch_size:.0f} images/s  "
+              f"{int(left) // 60}:{int(left) % 60:02d} left", flush=True)

@@ -184,23 +184,24 @@ def npz_images(path, batch_size, key=None, labels_key=None, flip=False, seed=0, 
     `repeat=False` gives one pass over every image."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Image file not found: path={path!r}.")
+
+    def fail(reason):
+        return ValueError(f"Cannot read images from {path!r}: {reason}.")
+
     try:
         data = np.load(path, allow_pickle=False)
+        label_values = None
         if not isinstance(data, np.ndarray):
-            if not data.files:
-                raise ValueError("it holds no arrays")
-            key = key or data.files[0]
-            if key not in data.files:
-                raise KeyError(f"key={key!r} is not among its arrays {data.files}")
-            label_values = data[labels_key] if labels_key else None
-            data = data[key]
-        else:
-            label_values = None
-    except KeyError as error:
-        raise ValueError(f"Cannot read images from {path!r}: {error.args[0]}.") from None
+            files = data.files
+            key = key or (files[0] if files else None)
+            if key is not None and key in files:
+                label_values = data[labels_key] if labels_key else None
+                data = data[key]
     except Exception as error:
-        raise ValueError(f"Cannot read images from {path!r}: not a readable .npz/.npy of uint8 images "
-                         f"({' '.join(str(error).split()) or type(error).__name__}).") from None
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise fail(f"not a readable .npz/.npy of uint8 images ({reason})") from None
+    if not isinstance(data, np.ndarray):
+        raise fail(f"key={key!r} is not among its arrays {files}" if files else "it holds no arrays")
     if data.dtype != np.uint8 or data.ndim not in (3, 4):
         where = path if key is None else f"{path}[{key!r}]"
         raise ValueError(f"{where} must hold uint8 images (N, H, W, C), got {data.dtype} of shape {data.shape}; "

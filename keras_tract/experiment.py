@@ -9,15 +9,19 @@ again resumes from the checkpoint; the data stream, random draws and optimizer
 state continue exactly, so the result equals an uninterrupted run's.
 """
 
+import fcntl
+import glob
+import hashlib
 import json
 import os
 import time
+import zipfile
 
 import keras
 import numpy as np
 
 from keras_tract import backend, data, schedules
-from keras_tract.callbacks import ScalarLogger
+from keras_tract.callbacks import Progress, ScalarLogger
 from keras_tract.denoisers import EDMPrecond, image_shape
 from keras_tract.distiller import BinaryDistiller, TRACTDistiller
 from keras_tract.ema import clone
@@ -29,6 +33,8 @@ from keras_tract.teacher import EDMTrainer, LinearRampUp
 from keras_tract.trainer import first_batch
 
 STAGES = ("teacher", "distill")
+# Teachers that ship with the package, by the portable name a config uses.
+BUNDLED = {"bundled:digits": data.DIGITS_TEACHER}
 
 
 def dataset(config, split="train", start=0, repeat=True):
@@ -80,36 +86,53 @@ def save_atomic(model, path):
         model.save(tmp)
 
 
-def load_denoiser(path, flag="--teacher"):
-    """A `.keras` denoiser, with one-line errors for a missing or unreadable file."""
+def load_model_file(path, flag="--teacher"):
+    """A `.keras` model, with one-line errors for a missing, corrupt or unreadable file."""
     if not path:
-        raise ValueError(f"No teacher given: pass {flag}=PATH.keras (the config's distill.teacher is None).")
+        raise ValueError(f"No model given: pass {flag}=PATH.keras.")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Teacher file not found: {flag}={path}")
+        raise FileNotFoundError(f"File not found: {flag}={path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{flag}={path} is not a readable .keras file (corrupt or truncated).")
     try:
         return keras.saving.load_model(path)
     except Exception as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"Cannot load the teacher {flag}={path}: {first}") from None
+        raise ValueError(f"Cannot load {flag}={path}: {first}") from None
+
+
+def check_finite(model, what):
+    """Raises FloatingPointError if a float weight of `model` holds NaN or infinity."""
+    bad = [w.path for w in model.weights
+           if "float" in str(w.dtype) and not np.isfinite(keras.ops.convert_to_numpy(w)).all()]
+    if bad:
+        raise FloatingPointError(f"Not saving {what}: {len(bad)} of its weights hold NaN or infinity "
+                                 f"(first: {bad[0]}); the run diverged.")
 
 
 def check_workdir(workdir, config):
-    """Creates `workdir` and its `config.json`, or checks that the stored config equals `config`."""
-    os.makedirs(workdir, exist_ok=True)
+    """Raises ValueError unless `workdir` is new or holds a run of `config`; only the `evaluate`
+    section may differ (a rerun then re-evaluates the finished run)."""
     path = os.path.join(workdir, "config.json")
-    text = json.dumps(config, indent=2, sort_keys=True)
-    if os.path.exists(path):
-        with open(path) as f:
-            stored = json.load(f)
-        current = json.loads(text)
-        changed = sorted(f"{s}.{k}" for s in set(stored) | set(current)
-                         for k in set(stored.get(s, {})) | set(current.get(s, {}))
-                         if stored.get(s, {}).get(k) != current.get(s, {}).get(k))
-        if changed:
-            raise ValueError(f"--workdir={workdir} holds a run with another config (differs in {', '.join(changed)}); "
-                             "use a new --workdir or the same config.")
-    else:
-        write_atomic(path, text.encode())
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        stored = json.load(f)
+    current = json.loads(json.dumps(config))
+    changed = sorted(f"{s}.{k}" for s in set(stored) | set(current) if s != "evaluate"
+                     for k in set(stored.get(s, {})) | set(current.get(s, {}))
+                     if stored.get(s, {}).get(k) != current.get(s, {}).get(k))
+    if changed:
+        raise ValueError(f"--workdir={workdir} holds a run with another config (differs in {', '.join(changed)}); "
+                         "use a new --workdir or the same config.")
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _schedule(config):
@@ -125,12 +148,14 @@ class Run:
         stage: `"teacher"` or `"distill"`.
         teacher: path of a `.keras` teacher for `distill`; default the workdir's
             `teacher.keras` if the teacher stage made one, else `distill.teacher`.
-        verbose: Keras `fit` verbosity (1 progress bar, 2 one line per chunk, 0 silent).
+        verbose: 0 silent, 1 a progress line every `run.log_every` steps, 2 also Keras' line per chunk.
     """
 
     def __init__(self, config, workdir, stage="distill", teacher=None, verbose=1):
         if stage not in STAGES:
             raise ValueError(f"`stage` must be one of {STAGES}, got stage={stage!r}.")
+        if os.path.exists(workdir) and not os.path.isdir(workdir):
+            raise ValueError(f"--workdir={workdir} is a file, not a folder.")
         self.config, self.workdir, self.stage, self.verbose = config, workdir, stage, verbose
         self.batch_size = config["data"]["batch_size"]
         replicas = backend.num_replicas()
@@ -142,23 +167,92 @@ class Run:
         if teacher is None and stage == "distill":
             own = os.path.join(workdir, "teacher.keras")
             teacher = own if os.path.isfile(own) else config["distill"]["teacher"]
-        self.teacher_path = teacher
+        self.teacher_path = BUNDLED.get(teacher, teacher)
         spec = dataset(config).element_spec
         x, labels = spec if isinstance(spec, tuple) else (spec, None)
         self.shape = tuple(x.shape[1:])
         self.num_classes = None if labels is None else int(labels.shape[-1])
         check_workdir(workdir, config)
+        self._lock = None
 
     # --- building -------------------------------------------------------------
 
     def build(self):
-        """The trainer, resumed from the checkpoint or new, checked against the first batch of data."""
+        """The trainer, resumed from the checkpoint or new, checked against the first batch of data.
+
+        Nothing is written before every check has passed; then the workdir records the config and,
+        for distillation, the teacher's SHA-256, which a resumed run must match. The workdir is
+        locked for this process; temporary files a killed process left behind are removed.
+        """
+        self.lock()
+        identity = {}
+        if self.stage == "distill":
+            if not self.teacher_path:
+                raise ValueError("No teacher given: pass --teacher=PATH.keras (the config's distill.teacher is None).")
+            if not os.path.isfile(self.teacher_path):
+                raise FileNotFoundError(f"File not found: --teacher={self.teacher_path}")
+            identity = {"teacher_sha256": sha256(self.teacher_path)}
+            self.check_identity(identity)
         if os.path.isfile(self.checkpoint):
-            model = keras.saving.load_model(self.checkpoint)
+            model = self.load_checkpoint()
         else:
             model = self.new_teacher_trainer() if self.stage == "teacher" else self.new_distiller()
         model.check_batch(*first_batch(dataset(self.config)))
+        text = json.dumps(self.config, indent=2, sort_keys=True)
+        write_atomic(os.path.join(self.workdir, "config.json"), text.encode())
+        if identity:
+            write_atomic(self.identity_path, json.dumps(identity, indent=2).encode())
         return model
+
+    @property
+    def identity_path(self):
+        return os.path.join(self.workdir, f"{self.stage}_identity.json")
+
+    def check_identity(self, identity):
+        """Raises ValueError if the workdir's run was made from another teacher file."""
+        if not os.path.isfile(self.identity_path):
+            return
+        with open(self.identity_path) as f:
+            stored = json.load(f)
+        if stored != identity:
+            raise ValueError(f"--workdir={self.workdir} distills a teacher with SHA-256 "
+                             f"{stored.get('teacher_sha256')}, but --teacher={self.teacher_path} has "
+                             f"{identity['teacher_sha256']}; pass the same teacher or use a new --workdir.")
+
+    def lock(self):
+        """Takes the workdir's lock (a second process on it fails at once) and removes stale temporaries."""
+        if self._lock is not None:
+            return
+        os.makedirs(self.workdir, exist_ok=True)
+        handle = open(os.path.join(self.workdir, ".lock"), "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise ValueError(f"--workdir={self.workdir} is in use by another process.") from None
+        self._lock = handle
+        for stale in glob.glob(os.path.join(self.workdir, "**", ".tmp-*"), recursive=True):
+            os.remove(stale)
+
+    def release(self):
+        """Releases the workdir's lock (also released when the process ends)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def load_checkpoint(self):
+        """The checkpointed trainer; a corrupt file fails in one line that says how to go back one checkpoint."""
+        try:
+            return load_model_file(self.checkpoint, "checkpoint")
+        except ValueError as error:
+            previous = self.previous_checkpoint
+            hint = (f"move {previous} to {self.checkpoint} to resume from the checkpoint before it"
+                    if os.path.isfile(previous) else f"delete {self.checkpoint} to start the stage again")
+            raise ValueError(f"{error} The checkpoint is corrupt: {hint}.") from None
+
+    @property
+    def previous_checkpoint(self):
+        return self.checkpoint.replace(".keras", ".previous.keras")
 
     def _dummy(self, denoiser):
         x = np.zeros((1,) + self.shape, "float32")
@@ -180,7 +274,7 @@ class Run:
 
     def new_distiller(self):
         c, run = self.config["distill"], self.config["run"]
-        teacher = load_denoiser(self.teacher_path)
+        teacher = load_model_file(self.teacher_path)
         shape = image_shape(teacher)
         if shape is not None and shape != self.shape:
             raise ValueError(f"The teacher {self.teacher_path} takes images of shape {shape}, but the data "
@@ -214,11 +308,16 @@ class Run:
         start = time.perf_counter()
         while done < self.total_steps:
             chunk = min(every - done % every, self.total_steps - done)
-            logger = ScalarLogger(os.path.join(self.workdir, "tensorboard", self.stage), run["log_every"],
-                                  self.batch_size, done)
+            callbacks = [ScalarLogger(os.path.join(self.workdir, "tensorboard", self.stage), run["log_every"],
+                                      self.batch_size, done)]
+            if self.verbose:
+                callbacks.append(Progress(self.stage, self.total_steps, run["log_every"], self.batch_size, done))
             model.fit(dataset(self.config, start=done * self.batch_size), initial_epoch=done // every,
-                      epochs=done // every + 1, steps_per_epoch=chunk, callbacks=[logger], verbose=self.verbose)
+                      epochs=done // every + 1, steps_per_epoch=chunk, callbacks=callbacks,
+                      verbose=2 if self.verbose > 1 else 0)
             done += chunk
+            if os.path.isfile(self.checkpoint):
+                os.replace(self.checkpoint, self.previous_checkpoint)
             save_atomic(model, self.checkpoint)
             if done // run["sample_every"] > (done - chunk) // run["sample_every"] or done == self.total_steps:
                 self.save_samples(model, done)
@@ -252,6 +351,8 @@ class Run:
         metrics = {"stage": self.stage, "steps": self.total_steps, "batch_size": self.batch_size,
                    "train_seconds_this_process": round(seconds, 1),
                    "skipped_steps": int(keras.ops.convert_to_numpy(model.skipped_steps))}
+        result = model.ema if self.stage == "teacher" else model.inference_student
+        check_finite(result, f"the {self.stage} result")
         if self.stage == "teacher":
             save_atomic(model.ema, os.path.join(self.workdir, "teacher.keras"))
             print(f"Saved the teacher (EMA) to {os.path.join(self.workdir, 'teacher.keras')}")
@@ -260,6 +361,7 @@ class Run:
             metrics["evaluation"], metrics["fd_reference"] = self.evaluate(model)
         write_atomic(os.path.join(self.workdir, f"{self.stage}_metrics.json"),
                      json.dumps(metrics, indent=2).encode())
+        self.release()
         return metrics
 
     def evaluate(self, distiller):

@@ -20,19 +20,24 @@ import numpy as np
 from keras import ops
 
 from keras_tract import backend
+from keras_tract.callbacks import StopOnDivergence
 
 # Policies a trainer's student may compute under: mixed_float16 would need loss scaling.
 DTYPE_POLICIES = ("float32", "mixed_bfloat16")
 
 
-def first_batch(data):
-    """`(x, labels)` of the first batch of arrays or a tf.data dataset as NumPy, or None for other inputs."""
+def first_batch(data, batch_size=None):
+    """`(x, labels)` of the first batch of a tf.data dataset, or of arrays batched by `batch_size`
+    (Keras' default 32), as NumPy; None for other inputs."""
+    size = None
     if hasattr(data, "element_spec") and hasattr(data, "take"):
         data = next(iter(data.take(1)))
+    elif isinstance(data, (np.ndarray, tuple, list)):
+        size = batch_size or 32
     if not isinstance(data, (np.ndarray, tuple, list)) and not hasattr(data, "numpy"):
         return None
     x, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
-    return np.asarray(x), None if labels is None else np.asarray(labels)
+    return np.asarray(x)[:size], None if labels is None else np.asarray(labels)[:size]
 
 
 def check_images(x):
@@ -80,7 +85,9 @@ class Trainer(backend.TrainStep, keras.Model):
         self.skipped_steps.assign(self.skipped_steps + 1 - ops.cast(finite, "int32"))
         self.step_count.assign(self.step_count + 1)
         self.loss_tracker.update_state(ops.where(finite, loss, 0.0), sample_weight=ops.cast(finite, "float32"))
-        return {"loss": self.loss_tracker.result(), "skipped": ops.copy(self.skipped_steps.value)}
+        # NaN, not 0, while every step so far was skipped.
+        mean = ops.where(self.loss_tracker.count > 0, self.loss_tracker.result(), float("nan"))
+        return {"loss": mean, "skipped": ops.copy(self.skipped_steps.value)}
 
     def check_batch(self, x, labels):
         """Checks the first training batch; subclasses add model-specific checks."""
@@ -91,7 +98,7 @@ class Trainer(backend.TrainStep, keras.Model):
                              + (f" times the {replicas} data-parallel replicas." if replicas > 1 else "."))
 
     def fit(self, x=None, y=None, *args, **kwargs):
-        batch = first_batch(x if y is None else (x[:1], y[:1]))
+        batch = first_batch(x if y is None else (x, y), kwargs.get("batch_size"))
         if batch is not None:
             self.check_batch(*batch)
         if hasattr(x, "element_spec"):
@@ -99,7 +106,10 @@ class Trainer(backend.TrainStep, keras.Model):
         if self.optimizer is not None and not self.optimizer.built:
             with backend.scope_of(self):
                 self.optimizer.build(self.trainable_variables)
-        return super().fit(x, y, *args, **kwargs)
+        callbacks = list(kwargs.pop("callbacks", None) or [])
+        if not any(isinstance(c, StopOnDivergence) for c in callbacks):
+            callbacks.append(StopOnDivergence())
+        return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
 
     def get_compile_config(self):
         """The compile config, portable across backends: the optimizer by its public Keras class and

@@ -74,11 +74,23 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.npz"):
         data.npz_images(str(tmp_path / "nothing.npz"), 4)
     np.savez(tmp_path / "flat.npz", x=np.zeros((5, 7), np.uint8))
-    with pytest.raises(ValueError, match=r"\(N, H, W, C\), got uint8 \(5, 7\)"):
+    with pytest.raises(ValueError, match=r"\(N, H, W, C\), got uint8 of shape \(5, 7\)"):
         data.npz_images(str(tmp_path / "flat.npz"), 4)
     np.savez(tmp_path / "floats.npz", x=np.zeros((5, 4, 4, 3), np.float32))
-    with pytest.raises(ValueError, match="must be uint8"):
+    with pytest.raises(ValueError, match="must hold uint8 images"):
         data.npz_images(str(tmp_path / "floats.npz"), 4)
+    np.savez(tmp_path / "empty.npz")
+    with pytest.raises(ValueError, match=r"Cannot read images from .*empty.npz.*: it holds no arrays"):
+        data.npz_images(str(tmp_path / "empty.npz"), 4)
+    (tmp_path / "garbage.npz").write_bytes(b"not an npz at all" * 10)
+    with pytest.raises(ValueError, match=r"Cannot read images from .*garbage.npz.*: not a readable .npz/.npy"):
+        data.npz_images(str(tmp_path / "garbage.npz"), 4)
+    np.savez(tmp_path / "labels_first.npz", labels=np.arange(5), x=np.zeros((5, 4, 4, 1), np.uint8))
+    with pytest.raises(ValueError, match=r"labels_first.npz\['labels'\] must hold uint8 images .*key="):
+        data.npz_images(str(tmp_path / "labels_first.npz"), 4)
+    assert batches(data.npz_images(str(tmp_path / "labels_first.npz"), 5, key="x"), 1)[0].shape == (5, 4, 4, 1)
+    with pytest.raises(ValueError, match=r"key='y' is not among its arrays \['labels', 'x'\]"):
+        data.npz_images(str(tmp_path / "labels_first.npz"), 4, key="y")
     with pytest.raises(ValueError, match="batch_size=0"):
         data.digits(0)
     with pytest.raises(FileNotFoundError, match="'cifar10' is not prepared in .*nodata"):

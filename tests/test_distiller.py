@@ -195,7 +195,7 @@ def test_bad_data_and_shapes():
     wide = TRACTDistiller(GaussianMixtureDenoiser(*circle_mixture()), mlp_student(dim=3), KarrasSchedule(40),
                           (40, 1), steps_per_phase=4)
     wide.compile(optimizer="adam")
-    with pytest.raises(ValueError, match=r"student cannot denoise data of shape \(2,\)"):
+    with pytest.raises(ValueError, match=r"student cannot denoise the data \(shape \(2,\)\)"):
         wide.fit(np.zeros((8, 2), "float32"), batch_size=8, verbose=0)
     with pytest.raises(ValueError, match="self_teacher_momentum=1.5"):
         make_distiller(self_teacher_momentum=1.5)
@@ -215,3 +215,18 @@ def test_binary_distiller_halves_through_its_phases():
     with pytest.raises(ValueError, match="halve"):
         keras_tract.BinaryDistiller(GaussianMixtureDenoiser(*circle_mixture()), mlp_student(),
                                     KarrasSchedule(8), time_schedule=(8, 2, 1), steps_per_phase=2)
+
+
+def test_divergence_stops_fit_and_nan_data_is_refused():
+    teacher = GaussianMixtureDenoiser(*circle_mixture())
+    distiller = TRACTDistiller(teacher, mlp_student(seed=2), KarrasSchedule(40), (40, 1), steps_per_phase=100)
+    distiller.compile(optimizer=keras.optimizers.SGD(1e12))
+    x = mixture_data(8 * 40)
+    with pytest.raises(FloatingPointError, match=r"Training diverged: 5 of the last \d+ steps had a non-finite"):
+        distiller.fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    steps, skipped = (int(to_numpy(v)) for v in (distiller.step_count, distiller.skipped_steps))
+    assert skipped >= 5 and steps < 40  # stopped early, not at the end of the epoch
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="Training data must be finite, got 1 NaN or infinite values"):
+        distiller.fit(bad, batch_size=8, verbose=0)

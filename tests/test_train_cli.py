@@ -158,7 +158,7 @@ def test_shipped_configs_validate(name):
 
 def test_missing_or_misfit_teacher_and_changed_config_fail_clearly(tmp_path):
     config = config_lib.load(DIGITS, TINY)
-    with pytest.raises(FileNotFoundError, match="Teacher file not found: --teacher=.*missing.keras"):
+    with pytest.raises(FileNotFoundError, match="File not found: --teacher=.*missing.keras"):
         Run(config, str(tmp_path / "a"), teacher=str(tmp_path / "missing.keras")).build()
     small = keras_tract.EDMPrecond(keras_tract.networks.get("mlp_small"))
     small(np.zeros((1, 4, 4, 1), "float32"), np.ones((1,), "float32"))
@@ -200,3 +200,34 @@ def test_fd_reference_is_held_out_each_image_once_and_labelled(tmp_path):
     assert label == f"{tmp_path / 'test.npz'}, 360 images"
     assert as_set(images) == as_set(test_images.astype(np.float64) / 127.5 - 1)
     assert reference_images(config_lib.override(digits, "evaluate.reference_split=None")) == (None, None)
+
+
+def test_workdir_is_written_only_after_checks_and_guards_its_run(tmp_path):
+    config = config_lib.load(DIGITS, TINY)
+    teacher = keras_tract.EDMPrecond(keras_tract.networks.get("mlp_small"))
+    teacher(np.zeros((1, 8, 8, 1), "float32"), np.ones((1,), "float32"))
+    paths = [str(tmp_path / f"teacher{i}.keras") for i in range(2)]
+    for i, path in enumerate(paths):
+        teacher.network.proj_out[1].assign(np.full((64,), float(i), "float32"))
+        teacher.save(path)
+    workdir = tmp_path / "run"
+    # A failed check writes nothing, so the corrected command is not refused.
+    with pytest.raises(FileNotFoundError, match="File not found: --teacher="):
+        Run(config, str(workdir), teacher=str(tmp_path / "missing.keras")).build()
+    assert not (workdir / "config.json").exists()
+    (workdir / ".tmp-99999-distill_checkpoint.keras").write_bytes(b"left by a killed process")
+    run = Run(config, str(workdir), teacher=paths[0])
+    run.build()
+    assert (workdir / "config.json").exists() and not list(workdir.glob(".tmp-*"))
+    with pytest.raises(ValueError, match="is in use by another process"):
+        Run(config, str(workdir), teacher=paths[0]).build()
+    run.release()
+    # The teacher is part of the run's identity; evaluation settings are not.
+    with pytest.raises(ValueError, match=r"distills a teacher with SHA-256 [0-9a-f]{64}, but --teacher=.*teacher1"):
+        Run(config, str(workdir), teacher=paths[1]).build()
+    Run(config_lib.override(config, "evaluate.num_samples=8"), str(workdir), teacher=paths[0])
+    (workdir / "distill_checkpoint.keras").write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match="not a readable .keras file.*The checkpoint is corrupt: delete"):
+        Run(config, str(workdir), teacher=paths[0]).build()
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        Run(config, str(workdir / "config.json"))

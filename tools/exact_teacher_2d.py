@@ -11,7 +11,8 @@ Usage:
 
 import time
 
-from absl import app, flags
+import cli
+from absl import flags
 
 flags.DEFINE_integer("steps", 3000, "Optimizer steps.", lower_bound=1)
 flags.DEFINE_integer("batch", 256, "Batch size.", lower_bound=1)
@@ -82,4 +83,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -20,7 +20,8 @@ import os
 import sys
 import time
 
-from absl import app, flags
+import cli
+from absl import flags
 
 flags.DEFINE_string("out", None, "Output .npz (stats, merge; calc: the generated set's statistics) "
                     "or .weights.h5 (convert).")
@@ -51,7 +52,7 @@ def statistics(spec, num):
     import keras_tract as kt
     from keras_tract.fid.features import features, load_network, open_source
 
-    schedule = (kt.KarrasSchedule if FLAGS.schedule == "karras" else kt.CosineSchedule)(FLAGS.num_steps)
+    schedule = kt.schedules.get(FLAGS.schedule, FLAGS.num_steps)
     count, batches = open_source(spec, num, FLAGS.data_dir, schedule=schedule, steps=FLAGS.steps,
                                  solver=FLAGS.solver, num_classes=FLAGS.num_classes, seed=FLAGS.seed)
     first = next(batches)
@@ -85,22 +86,22 @@ def main(argv):
     from keras_tract.fid.stats import FeatureStats, load_stats, save_stats
 
     if len(argv) < 2 or argv[1] not in ("stats", "calc", "compare", "merge", "convert"):
-        raise app.UsageError("Give a command: stats, calc, compare, merge or convert.")
+        raise ValueError("Give a command: stats, calc, compare, merge or convert.")
     command, inputs = argv[1], argv[2:]
     want = {"stats": 1, "calc": 1, "compare": 2, "convert": 1}.get(command)
     if (want and len(inputs) != want) or (command == "merge" and len(inputs) < 2):
-        raise app.UsageError(f"`{command}` takes {want or 'two or more'} input(s), got {inputs}.")
+        raise ValueError(f"`{command}` takes {want or 'two or more'} input(s), got {inputs}.")
     start = time.time()
     if command == "stats":
         if not FLAGS.out:
-            raise app.UsageError("stats needs --out=FILE.npz")
+            raise ValueError("stats needs --out=FILE.npz")
         stats, provenance = statistics(inputs[0], FLAGS.num)
         mu, sigma = stats.mu_sigma()
         save_stats(FLAGS.out, mu, sigma, n=stats.n, **{k: str(v) for k, v in provenance.items()})
         print(f"Wrote statistics of {stats.n} images to {FLAGS.out} ({time.time() - start:.0f} s)")
     elif command == "calc":
         if not FLAGS.ref:
-            raise app.UsageError("calc needs --ref=REFERENCE.npz")
+            raise ValueError("calc needs --ref=REFERENCE.npz")
         ref_mu, ref_sigma, ref_n, ref_meta = load_stats(FLAGS.ref)
         if ref_meta.get("mode", FLAGS.mode) != FLAGS.mode:
             print(f"warning: {FLAGS.ref} was made in mode {ref_meta['mode']}, this run uses {FLAGS.mode}",
@@ -121,10 +122,10 @@ def main(argv):
                                     "b": inputs[1]})
     elif command == "merge":
         if not FLAGS.out:
-            raise app.UsageError("merge needs --out=FILE.npz")
+            raise ValueError("merge needs --out=FILE.npz")
         loaded = [load_stats(path) for path in inputs]
         if any(n is None for _, _, n, _ in loaded):
-            raise app.UsageError("merge needs shards that record their sample count `n` (made by `stats`).")
+            raise ValueError("merge needs shards that record their sample count `n` (made by `stats`).")
         merged = FeatureStats(len(loaded[0][0]))
         for mu, sigma, n, _ in loaded:
             merged.merge(FeatureStats.from_moments(mu, sigma, n))
@@ -140,9 +141,9 @@ def convert(source):
     from keras_tract.images import atomic_path
 
     if not FLAGS.out or not FLAGS.out.endswith(".weights.h5"):
-        raise app.UsageError("convert needs --out=NAME.weights.h5")
+        raise ValueError("convert needs --out=NAME.weights.h5")
     if not os.path.isfile(source):
-        raise app.UsageError(f"State dict not found: {source}")
+        raise ValueError(f"State dict not found: {source}")
     model = fid_inception()
     result = assign_state_dict(model, load_state_dict(source))
     with atomic_path(FLAGS.out) as tmp:
@@ -153,7 +154,4 @@ def convert(source):
 
 
 if __name__ == "__main__":
-    try:
-        app.run(main)
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"fid.py: error: {' '.join(str(error).split())}")
+    cli.run(main)

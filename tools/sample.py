@@ -6,9 +6,9 @@ Usage:
 """
 
 import io
-import os
 
-from absl import app, flags
+import cli
+from absl import flags
 
 flags.DEFINE_string("model", None, "A .keras denoiser (a distilled student, a teacher).", required=True)
 flags.DEFINE_string("out", None, "Output .png (grid) or .npz (uint8 images, key 'x').", required=True)
@@ -19,30 +19,34 @@ flags.DEFINE_enum("solver", "ddim", ["ddim", "heun"], "ODE solver.")
 flags.DEFINE_enum("schedule", "karras", ["karras", "cosine"], "The teacher's grid.")
 flags.DEFINE_integer("num_steps", 40, "Levels of the grid (Karras: 40, cosine: 1024).", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Noise seed.")
-flags.DEFINE_integer("num_classes", 0, "Class-conditional models: number of classes (labels drawn uniformly).")
+flags.DEFINE_integer("num_classes", 0, "Class-conditional models: number of classes (default: the model's own; "
+                     "labels drawn uniformly).")
 flags.DEFINE_integer("label", None, "Class-conditional models: one label for every image.")
 flags.DEFINE_list("shape", None, "Image shape H,W,C (default: from the model's build config).")
 FLAGS = flags.FLAGS
 
 
 def main(_):
-    import keras
     import numpy as np
 
     import keras_tract as kt
+    from keras_tract.experiment import load_model_file
     from keras_tract.images import grid, save_png, write_atomic
 
     if not FLAGS.out.endswith((".png", ".npz")):
-        raise app.UsageError(f"--out must end in .png or .npz, got --out={FLAGS.out}")
-    if FLAGS.label is not None and not FLAGS.num_classes:
-        raise app.UsageError("--label needs --num_classes (the model's number of classes)")
-    if not os.path.isfile(FLAGS.model):
-        raise app.UsageError(f"--model file not found: {FLAGS.model}")
-    model = keras.saving.load_model(FLAGS.model)
-    schedule = kt.KarrasSchedule(FLAGS.num_steps) if FLAGS.schedule == "karras" else kt.CosineSchedule(
-        FLAGS.num_steps)
+        raise ValueError(f"--out must end in .png or .npz, got --out={FLAGS.out}")
+    schedule = kt.schedules.get(FLAGS.schedule, FLAGS.num_steps)
+    if FLAGS.steps is not None:
+        schedule.coarse_indices(FLAGS.steps)  # --steps must divide --num_steps: fail before loading
+    model = load_model_file(FLAGS.model, "--model")
+    declared = getattr(model, "num_classes", None)
+    if declared is not None and FLAGS.num_classes not in (0, declared):
+        raise ValueError(f"--num_classes={FLAGS.num_classes}, but {FLAGS.model} has {declared} classes.")
+    num_classes = FLAGS.num_classes or declared or 0
+    if FLAGS.label is not None and not 0 <= FLAGS.label < num_classes:
+        raise ValueError(f"--label={FLAGS.label} must be a class of the model (0 to {num_classes - 1}).")
     images = np.concatenate(list(kt.sample_images(
-        model, schedule, FLAGS.num, steps=FLAGS.steps, solver=FLAGS.solver, num_classes=FLAGS.num_classes,
+        model, schedule, FLAGS.num, steps=FLAGS.steps, solver=FLAGS.solver, num_classes=num_classes,
         label=FLAGS.label, seed=FLAGS.seed, batch_size=FLAGS.batch,
         shape=[int(s) for s in FLAGS.shape] if FLAGS.shape else None)))
     if FLAGS.out.endswith(".png"):
@@ -55,4 +59,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -17,9 +17,9 @@ so a run may resume on another number of devices.
 
 import contextlib
 import os
-import sys
 
-from absl import app, flags
+import cli
+from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 flags.DEFINE_string("config", os.path.join(ROOT, "configs", "digits.py"), "Python config file (configs/*.py).")
@@ -28,7 +28,7 @@ flags.DEFINE_string("workdir", None, "Run folder (default runs/<config name>); r
 flags.DEFINE_enum("stage", "distill", ["teacher", "distill"], "Train a teacher (EDM) or distill one.")
 flags.DEFINE_string("teacher", None, "A .keras teacher for --stage=distill (default: the workdir's "
                     "teacher.keras, else the config's distill.teacher).")
-flags.DEFINE_integer("verbose", 1, "1: progress bars, 2: one line per checkpoint, 0: quiet.")
+flags.DEFINE_integer("verbose", 1, "0: quiet, 1: a progress line every run.log_every steps, 2: also Keras' lines.")
 flags.DEFINE_bool("data_parallel", False, "Split each batch over every device (JAX or TensorFlow backend).")
 FLAGS = flags.FLAGS
 
@@ -40,16 +40,12 @@ def main(_):
 
     workdir = FLAGS.workdir or os.path.join("runs", os.path.splitext(os.path.basename(FLAGS.config))[0])
     with contextlib.ExitStack() as stack:
-        try:
-            if FLAGS.data_parallel:
-                stack.enter_context(backend.data_parallel())
-            config = config_lib.load(FLAGS.config, FLAGS.set)
-            run = Run(config, workdir, FLAGS.stage, FLAGS.teacher, FLAGS.verbose)
-            model = run.build()
-        except (ValueError, FileNotFoundError) as error:
-            sys.exit(f"train.py: error: {' '.join(str(error).split())}")
-        run(model)
+        if FLAGS.data_parallel:
+            stack.enter_context(backend.data_parallel())
+        config = config_lib.load(FLAGS.config, FLAGS.set)
+        run = Run(config, workdir, FLAGS.stage, FLAGS.teacher, FLAGS.verbose)
+        run(run.build())
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
