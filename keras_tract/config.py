@@ -209,11 +209,13 @@ def _check_ranges(config):
 
 def _check_consistency(config):
     from keras_tract.distiller import check_time_schedule
+    from keras_tract.trainer import check_batch_size
 
     d, c, batch = config["data"], config["distill"], config["data"]["batch_size"]
-    if batch % config["run"]["micro_batches"]:
-        raise ValueError(f"Config value data.batch_size={batch} must be a multiple of "
-                         f"run.micro_batches={config['run']['micro_batches']}.")
+    try:
+        check_batch_size(batch, config["run"]["micro_batches"])
+    except ValueError as error:
+        raise ValueError(f"Config value data.batch_size={batch}: {error}") from None
     for stage in ("teacher", "distill"):
         if config[stage]["train_len"] < batch:
             raise ValueError(f"Config value {stage}.train_len={config[stage]['train_len']} is shorter than "

@@ -17,8 +17,8 @@ from keras_tract.denoisers import expand_to
 from keras_tract.ema import clone, ema_update, freeze
 from keras_tract.losses import edm_errors, snr_trunc_errors
 from keras_tract.schedules import Schedule
-from keras_tract.solvers import check_solver, sample
-from keras_tract.targets import ddim_to, heun_to, invert_ddim, jump_to_group_end
+from keras_tract.solvers import check_solver, ddim_step, heun_step, sample
+from keras_tract.targets import invert_ddim, jump_to_group_end
 from keras_tract.trainer import Trainer
 
 LOSSES = ("edm", "snr_trunc")
@@ -147,12 +147,12 @@ class Distiller(Trainer):
         """The phase's teacher from `s0` to `s1`: the given teacher, then the previous phase's student."""
 
         def original():
-            step = heun_to if self.teacher_solver == "heun" else ddim_to
+            step = heun_step if self.teacher_solver == "heun" else ddim_step
             return step(self.teacher, x, s0, s1, labels, self.clip_teacher)
 
         if self.phase_teacher is None:
             return original()
-        refreshed = lambda: ddim_to(self.phase_teacher, x, s0, s1, labels, self.second_step_clip)  # noqa: E731
+        refreshed = lambda: ddim_step(self.phase_teacher, x, s0, s1, labels, self.second_step_clip)  # noqa: E731
         return ops.cond(ops.equal(self.phase, 0), original, refreshed)
 
     def second_step(self, x1, s1, s2, at_end, labels):

@@ -30,7 +30,7 @@ from keras_tract.images import atomic_path, grid, save_png, to_uint8, write_atom
 from keras_tract.networks import get as get_network
 from keras_tract.solvers import sample
 from keras_tract.teacher import EDMTrainer, LinearRampUp
-from keras_tract.trainer import first_batch
+from keras_tract.trainer import check_batch_size, first_batch
 
 STAGES = ("teacher", "distill")
 # Teachers that ship with the package, by the portable name a config uses.
@@ -158,10 +158,7 @@ class Run:
             raise ValueError(f"--workdir={workdir} is a file, not a folder.")
         self.config, self.workdir, self.stage, self.verbose = config, workdir, stage, verbose
         self.batch_size = config["data"]["batch_size"]
-        replicas = backend.num_replicas()
-        if replicas > 1 and self.batch_size % (replicas * config["run"]["micro_batches"]):
-            raise ValueError(f"data.batch_size={self.batch_size} must be a multiple of the {replicas} data-parallel "
-                             f"replicas times run.micro_batches={config['run']['micro_batches']}.")
+        check_batch_size(self.batch_size, config["run"]["micro_batches"], backend.num_replicas())
         self.total_steps = config[stage]["train_len"] // self.batch_size
         self.checkpoint = os.path.join(workdir, f"{stage}_checkpoint.keras")
         if teacher is None and stage == "distill":

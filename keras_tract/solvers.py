@@ -24,7 +24,7 @@ def denoise(denoiser, x, sigma, labels=None, clip_denoised=False):
 
 
 def ddim_step(denoiser, x, sigma, sigma_next, labels=None, clip_denoised=False):
-    """One DDIM step (= Euler step of dx/dsigma = (x - D) / sigma) from `sigma` to `sigma_next`.
+    """One DDIM step (= Euler step of dx/dsigma = (x - D) / sigma) from `sigma` to `sigma_next >= 0`.
 
     `x_next = x0 + sigma_next (x - x0) / sigma` with `x0 = D(x; sigma)`; at
     `sigma_next = 0` it returns `x0`.
@@ -41,15 +41,20 @@ def ddim_from_denoised(x, x0, sigma, sigma_next):
 
 
 def heun_step(denoiser, x, sigma, sigma_next, labels=None, clip_denoised=False):
-    """EDM's deterministic Heun step (Algorithm 1, S_churn = 0) to `sigma_next > 0`."""
+    """EDM's deterministic Heun step (Algorithm 1, S_churn = 0) from `sigma` to `sigma_next`.
+
+    Per sample: where `sigma_next > 0` the Heun (trapezoidal) step of two evaluations; where
+    `sigma_next == 0` EDM's last step, the Euler step, which lands on `x0 = D(x; sigma)`.
+    """
     x, sigma, sigma_next = as_float32(x, sigma, sigma_next)
-    step = expand_to(sigma_next - sigma, x)
-    d0 = (x - denoise(denoiser, x, sigma, labels, clip_denoised)) / expand_to(sigma, x)
+    to_zero = sigma_next <= 0.0
+    x0 = denoise(denoiser, x, sigma, labels, clip_denoised)
+    safe_next = ops.where(to_zero, sigma, sigma_next)
+    step = expand_to(safe_next - sigma, x)
+    d0 = (x - x0) / expand_to(sigma, x)
     x_euler = x + step * d0
-    d1 = (x_euler - denoise(denoiser, x_euler, sigma_next, labels, clip_denoised)) / expand_to(
-        sigma_next, x
-    )
-    return x + step * 0.5 * (d0 + d1)
+    d1 = (x_euler - denoise(denoiser, x_euler, safe_next, labels, clip_denoised)) / expand_to(safe_next, x)
+    return ops.where(expand_to(to_zero, x), x0, x + step * 0.5 * (d0 + d1))
 
 
 def check_solver(solver):
@@ -62,6 +67,7 @@ _CACHE = weakref.WeakKeyDictionary()
 
 def _sampler(denoiser, levels, solver, clip_denoised, jit_compile):
     """A compiled `f(noise, labels)` walking the descending float64 `levels`."""
+    # EDM's last step to sigma = 0 is an Euler (= DDIM) step: one evaluation, not Heun's two.
     last_to_zero = solver == "heun" and levels[-1] == 0.0
     table = levels.astype("float32")
     num_loop = len(levels) - 1 - int(last_to_zero)
@@ -77,8 +83,8 @@ def _sampler(denoiser, levels, solver, clip_denoised, jit_compile):
 
         if num_loop:
             x = ops.fori_loop(0, num_loop, body, x)
-        if last_to_zero:  # EDM's final Euler step to sigma = 0 is D itself
-            x = denoise(denoiser, x, ones * sigmas[-2], labels, clip_denoised)
+        if last_to_zero:
+            x = ddim_step(denoiser, x, ones * sigmas[-2], ones * sigmas[-1], labels, clip_denoised)
         return x
 
     kwargs = {} if jit_compile is None else {"jit_compile": jit_compile}

@@ -53,6 +53,13 @@ def check_images(x):
             f"Training data must lie in [-1, 1], got values in [{x.min():.4g}, {x.max():.4g}]; {hint}.")
 
 
+def check_batch_size(batch, micro_batches, replicas=1):
+    """Raises ValueError unless the global batch splits into `micro_batches` parts on each of `replicas`."""
+    if batch % (micro_batches * replicas):
+        raise ValueError(f"The batch size {batch} must be a multiple of micro_batches={micro_batches}"
+                         + (f" times the {replicas} data-parallel replicas." if replicas > 1 else "."))
+
+
 class Trainer(backend.TrainStep, keras.Model):
     """Counters, random state and loss tracking shared by the distillers and `EDMTrainer`."""
 
@@ -92,10 +99,7 @@ class Trainer(backend.TrainStep, keras.Model):
     def check_batch(self, x, labels):
         """Checks the first training batch; subclasses add model-specific checks."""
         check_images(x)
-        replicas = backend.num_replicas()
-        if len(x) % (self.micro_batches * replicas):
-            raise ValueError(f"The batch size {len(x)} must be a multiple of micro_batches={self.micro_batches}"
-                             + (f" times the {replicas} data-parallel replicas." if replicas > 1 else "."))
+        check_batch_size(len(x), self.micro_batches, backend.num_replicas())
 
     def fit(self, x=None, y=None, *args, **kwargs):
         batch = first_batch(x if y is None else (x, y), kwargs.get("batch_size"))

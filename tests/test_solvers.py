@@ -43,6 +43,9 @@ def test_heun_step_matches_closed_form_of_its_stages():
     want = x + (s1 - s0) * (d0 + d1) / 2
     got = heun_step(denoiser, x.astype("float32"), np.full(4, s0), np.full(4, s1))
     np.testing.assert_allclose(to_numpy(got), want, rtol=1e-5, atol=1e-5)
+    # Per sample, a step to sigma = 0 is EDM's last (Euler) step: it lands on D(x; sigma).
+    mixed = heun_step(denoiser, x.astype("float32"), np.full(4, s0), np.array([s1, 0.0, s1, 0.0]))
+    np.testing.assert_allclose(to_numpy(mixed), np.where([[1], [0], [1], [0]], want, dfn(x, s0)), rtol=1e-5, atol=1e-5)
 
 
 def test_compiled_sampler_matches_eager_and_sees_new_weights():
