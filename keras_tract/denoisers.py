@@ -21,9 +21,25 @@ def as_float32(*tensors):
 
 
 def image_shape(denoiser):
-    """The per-example input shape `x.shape[1:]` a denoiser was built for, or None."""
+    """The per-example input shape `x.shape[1:]` a denoiser (or its built network) takes, or None."""
     shapes = (denoiser.get_build_config() or {}).get("shapes_dict", {})
-    return tuple(shapes["x_shape"][1:]) if "x_shape" in shapes else None
+    if "x_shape" in shapes:
+        return tuple(shapes["x_shape"][1:])
+    network = getattr(denoiser, "network", None)
+    inputs = (network.get_build_config() or {}).get("input_shape") if network is not None and network.built else None
+    return tuple(inputs[0][1:]) if inputs else None
+
+
+def build_denoiser(denoiser, shape, labels=None):
+    """Builds `denoiser` with one call on zeros of shape `(1,) + shape`; `labels` `(B, classes)`
+    (one row is used) for a class-conditional one. A built denoiser is left as it is."""
+    if denoiser.built:
+        return denoiser
+    if labels is None and getattr(denoiser, "num_classes", None):
+        labels = np.eye(denoiser.num_classes, dtype="float32")[:1]
+    args = (np.zeros((1,) + tuple(shape), "float32"), np.ones((1,), "float32"))
+    denoiser(*args, *(() if labels is None else (np.asarray(labels, "float32")[:1],)))
+    return denoiser
 
 
 def check_inputs(x, sigma):

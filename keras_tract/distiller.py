@@ -13,7 +13,7 @@ import numpy as np
 from keras import ops
 from keras.saving import register_keras_serializable
 
-from keras_tract.denoisers import expand_to
+from keras_tract.denoisers import build_denoiser, expand_to, image_shape
 from keras_tract.ema import clone, ema_update, freeze
 from keras_tract.losses import edm_errors, snr_trunc_errors
 from keras_tract.schedules import Schedule
@@ -49,6 +49,11 @@ def check_time_schedule(time_schedule, num_steps):
     return tuple(int(t) for t in ts)
 
 
+def _check_steps_per_phase(value):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+        raise ValueError(f"`steps_per_phase` must be a positive integer, got steps_per_phase={value!r}.")
+
+
 def _check_momentum(name, value):
     if value is not None and not 0.0 <= value < 1.0:
         raise ValueError(f"`{name}` must be in [0, 1), got {name}={value!r}.")
@@ -75,14 +80,7 @@ class Distiller(Trainer):
         check_solver(teacher_solver)
         if loss not in LOSSES:
             raise ValueError(f"`loss` must be one of {LOSSES}, got loss={loss!r}.")
-        if steps_per_phase is not None and (not isinstance(steps_per_phase, (int, np.integer))
-                                            or steps_per_phase < 1):
-            raise ValueError(f"`steps_per_phase` must be a positive integer, got steps_per_phase={steps_per_phase!r}.")
-        if not student.built:
-            raise ValueError(
-                f"`student` {student.name!r} must be built: call it once on a batch, "
-                "e.g. student(x[:1], sigma[:1]), before passing it."
-            )
+        _check_steps_per_phase(steps_per_phase)
         self.schedule = schedule
         self.time_schedule = check_time_schedule(time_schedule, schedule.num_steps)
         self.num_phases = len(self.time_schedule) - 1
@@ -96,15 +94,12 @@ class Distiller(Trainer):
         self.steps_per_phase = None if steps_per_phase is None else int(steps_per_phase)
         self.reset_inference_ema_on_phase = bool(reset_inference_ema_on_phase)
 
-        # The order of these assignments fixes the weight paths in saved files.
         self.teacher = freeze(teacher)
         self.student = student
-        # The copies compute in float32 whatever the student's policy: targets and samples stay float32.
-        self.inference_student = clone(student, "inference_student", dtype_policy="float32")
-        self.self_teacher = (clone(student, "self_teacher", dtype_policy="float32")
-                             if self.uses_self_teacher else None)
-        self.phase_teacher = (clone(student, "phase_teacher", dtype_policy="float32")
-                              if self.num_phases > 1 else None)
+        self.inference_student = self.self_teacher = self.phase_teacher = None
+        shape = image_shape(student) or image_shape(teacher)
+        if shape is not None:
+            self.build_student(shape)
         self.phase = self.add_counter("phase")
         self.inference_count = self.add_counter("inference_count")
         self.self_teacher_count = self.add_counter("self_teacher_count") if self.uses_self_teacher else None
@@ -116,6 +111,19 @@ class Distiller(Trainer):
         self.built = True
 
     uses_self_teacher = True
+
+    def build_student(self, shape, labels=None):
+        """Builds the student for per-example `shape` (as Keras models build on their first batch)
+        and makes its copies: the inference EMA, the self-teacher, the phase teacher."""
+        if self.inference_student is not None:
+            return
+        build_denoiser(self.student, shape, labels)
+        # The copies compute in float32 whatever the student's policy: targets and samples stay float32.
+        self.inference_student = clone(self.student, "inference_student", dtype_policy="float32")
+        if self.uses_self_teacher:
+            self.self_teacher = clone(self.student, "self_teacher", dtype_policy="float32")
+        if self.num_phases > 1:
+            self.phase_teacher = clone(self.student, "phase_teacher", dtype_policy="float32")
 
     def num_offsets(self, group_size):
         """How many start levels a group of `group_size` teacher steps offers."""
@@ -204,8 +212,10 @@ class Distiller(Trainer):
     # --- fit, sampling, saving ---------------------------------------------------
 
     def check_batch(self, x, labels):
-        """Checks the first batch: float data in [-1, 1] that teacher and student map to its shape."""
+        """Checks the first batch: float data in [-1, 1] that teacher and student map to its shape.
+        An unbuilt student is built for it."""
         super().check_batch(x, labels)
+        self.build_student(x.shape[1:], labels)
         x1 = x[:1].astype("float32")
         args = (x1, np.ones((1,), "float32")) + (() if labels is None else (labels[:1],))
         shapes = {}
@@ -274,10 +284,12 @@ class TRACTDistiller(Distiller):
 
     Args:
         teacher: a VE denoiser (`EDMPrecond`, `VPDenoiser`, `GaussianMixtureDenoiser`, ...).
-        student: a built, trainable VE denoiser with the teacher's output shape,
-            usually a copy of the teacher. Under a `mixed_bfloat16` policy only the
-            student's training pass runs in bfloat16: the EMA copies (self-teacher,
-            inference student) compute in float32, like a float32 teacher.
+        student: a trainable VE denoiser with the teacher's output shape, usually
+            a copy of the teacher. If it is not built, it is built for the input
+            shape of its network or of the teacher, else on the first batch of
+            `fit()`. Under a `mixed_bfloat16` policy only the student's training
+            pass runs in bfloat16: the EMA copies (self-teacher, inference
+            student) compute in float32, like a float32 teacher.
         schedule: the teacher's `Schedule`.
         time_schedule: `(T_0, ..., T_P)`, `T_0 = schedule.num_steps`, strictly
             decreasing, each dividing the previous.
@@ -308,6 +320,7 @@ class TRACTDistiller(Distiller):
                  clip_teacher=None, seed=0, **kwargs):
         _check_momentum("self_teacher_momentum", self_teacher_momentum)
         _check_momentum("inference_momentum", inference_momentum)
+        _check_steps_per_phase(steps_per_phase)
         if inference_momentum is None:
             if not 0.0 < ema_residual < 1.0:
                 raise ValueError(f"`ema_residual` must be in (0, 1), got ema_residual={ema_residual!r}.")

@@ -22,7 +22,7 @@ import numpy as np
 
 from keras_tract import backend, data, schedules
 from keras_tract.callbacks import Progress, ScalarLogger
-from keras_tract.denoisers import EDMPrecond, image_shape
+from keras_tract.denoisers import EDMPrecond, build_denoiser, image_shape
 from keras_tract.distiller import BinaryDistiller, TRACTDistiller
 from keras_tract.ema import clone
 from keras_tract.evaluation import compare_samplers, comparison_image, format_table
@@ -251,18 +251,14 @@ class Run:
     def previous_checkpoint(self):
         return self.checkpoint.replace(".keras", ".previous.keras")
 
-    def _dummy(self, denoiser):
-        x = np.zeros((1,) + self.shape, "float32")
-        labels = None if self.num_classes is None else np.eye(self.num_classes, dtype="float32")[:1]
-        denoiser(x, np.ones((1,), "float32"), labels)
-
     def new_teacher_trainer(self):
         t, run = self.config["teacher"], self.config["run"]
         keras.utils.set_random_seed(run["seed"])
         policy = run["dtype_policy"]
-        denoiser = EDMPrecond(get_network(t["network"], dtype=policy, **t["network_kwargs"]),
-                              sigma_data=t["sigma_data"], name="teacher", dtype=policy)
-        self._dummy(denoiser)
+        network = get_network(t["network"], image_shape=None, dtype=policy, **t["network_kwargs"])
+        denoiser = EDMPrecond(network, sigma_data=t["sigma_data"], name="teacher", dtype=policy)
+        labels = None if self.num_classes is None else np.eye(self.num_classes, dtype="float32")[:1]
+        build_denoiser(denoiser, self.shape, labels)
         trainer = EDMTrainer(denoiser, t["p_mean"], t["p_std"], t["ema_halflife_kimg"], t["ema_rampup_ratio"],
                              seed=run["seed"], micro_batches=run["micro_batches"])
         rate = LinearRampUp(t["lr"], t["lr_rampup"] // self.batch_size)

@@ -7,7 +7,7 @@ from keras import ops
 from keras.saving import register_keras_serializable
 
 from keras_tract import backend
-from keras_tract.denoisers import expand_to
+from keras_tract.denoisers import build_denoiser, expand_to, image_shape
 from keras_tract.ema import clone
 from keras_tract.losses import edm_errors
 from keras_tract.trainer import Trainer
@@ -49,8 +49,9 @@ class EDMTrainer(Trainer):
     `h = min(ema_halflife_kimg * 1000, ema_rampup_ratio * images_seen)`.
 
     Args:
-        denoiser: a built, trainable denoiser (usually `EDMPrecond`); its EMA
-            computes in float32 whatever the denoiser's dtype policy.
+        denoiser: a trainable denoiser (usually `EDMPrecond`), built on the first
+            batch of `fit()` if it is not; its EMA computes in float32 whatever the
+            denoiser's dtype policy.
         p_mean, p_std: the log-normal noise-level distribution.
         ema_halflife_kimg: EMA half-life in thousands of images.
         ema_rampup_ratio: EMA half-life ramp-up ratio, or None.
@@ -67,8 +68,6 @@ class EDMTrainer(Trainer):
     def __init__(self, denoiser, p_mean=-1.2, p_std=1.2, ema_halflife_kimg=500.0, ema_rampup_ratio=0.05,
                  seed=0, **kwargs):
         super().__init__(seed=seed, **kwargs)
-        if not denoiser.built:
-            raise ValueError(f"`denoiser` {denoiser.name!r} must be built: call it once on a batch.")
         if not p_std > 0:
             raise ValueError(f"`p_std` must be > 0, got p_std={p_std!r}.")
         if not ema_halflife_kimg > 0:
@@ -76,15 +75,24 @@ class EDMTrainer(Trainer):
         self.p_mean, self.p_std = float(p_mean), float(p_std)
         self.ema_halflife_kimg = float(ema_halflife_kimg)
         self.ema_rampup_ratio = None if ema_rampup_ratio is None else float(ema_rampup_ratio)
-        self.denoiser = denoiser
-        self.ema = clone(denoiser, "ema", dtype_policy="float32")
+        self.denoiser, self.ema = denoiser, None
+        shape = image_shape(denoiser)
+        if shape is not None:
+            self.build_denoiser(shape)
         self.images_seen = self.add_counter("images_seen")
         self.ema_beta = self.add_weight(shape=(), initializer="zeros", trainable=False, name="ema_beta")
         self.built = True
 
+    def build_denoiser(self, shape, labels=None):
+        """Builds the denoiser for per-example `shape` (as Keras models build on their first batch) and its EMA."""
+        if self.ema is None:
+            build_denoiser(self.denoiser, shape, labels)
+            self.ema = clone(self.denoiser, "ema", dtype_policy="float32")
+
     def check_batch(self, x, labels):
         super().check_batch(x, labels)
         self.denoiser.check_labels(labels)
+        self.build_denoiser(x.shape[1:], labels)
 
     def draw(self, shape):
         """Per-sample `sigma` `(B,)` and noise of `shape`; counts the B images and sets this step's EMA beta."""

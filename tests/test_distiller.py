@@ -230,3 +230,32 @@ def test_divergence_stops_fit_and_nan_data_is_refused():
     bad[3, 1] = np.nan
     with pytest.raises(ValueError, match="Training data must be finite, got 1 NaN or infinite values"):
         distiller.fit(bad, batch_size=8, verbose=0)
+
+
+def test_unbuilt_students_build_like_keras_models(tmp_path):
+    """An unbuilt student builds for its network's or the teacher's shape, else on the first batch."""
+    x = mixture_data(16)
+    student = keras_tract.EDMPrecond(keras_tract.networks.MLPNetwork(hidden=16, depth=1))
+    distiller = TRACTDistiller(GaussianMixtureDenoiser(*circle_mixture()), student, KarrasSchedule(40),
+                               (40, 8, 1), steps_per_phase=1)
+    assert not student.built and distiller.inference_student is None  # the mixture has no input shape
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    distiller.fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    assert student.built and int(to_numpy(distiller.phase)) == 1
+    for copy in (distiller.inference_student, distiller.self_teacher, distiller.phase_teacher):
+        assert len(copy.weights) == len(student.weights)
+    path = str(tmp_path / "distiller.keras")
+    distiller.save(path)
+    assert_weights_equal(keras.saving.load_model(path).inference_student, distiller.inference_student, rtol=0)
+    # The teacher's input shape builds the student at once.
+    teacher = keras_tract.EDMPrecond(keras_tract.networks.MLPNetwork(hidden=8, depth=1))
+    teacher(np.zeros((1, 4, 4, 1), "float32"), np.ones((1,), "float32"))
+    student = keras_tract.EDMPrecond(keras_tract.networks.MLPNetwork(hidden=8, depth=1))
+    TRACTDistiller(teacher, student, KarrasSchedule(40), steps_per_phase=10)
+    assert keras_tract.denoisers.image_shape(student) == (4, 4, 1)
+    trainer = keras_tract.EDMTrainer(keras_tract.EDMPrecond(keras_tract.networks.MLPNetwork(hidden=8, depth=1)))
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1))
+    trainer.fit(x, batch_size=8, epochs=1, verbose=0)
+    assert len(trainer.ema.weights) == len(trainer.denoiser.weights) > 0
+    with pytest.raises(ValueError, match="steps_per_phase=0"):
+        TRACTDistiller(teacher, student, KarrasSchedule(40), steps_per_phase=0)

@@ -22,16 +22,34 @@ PRESETS = {
 }
 
 
-def get(name, **overrides):
-    """Builds the preset network `name` (see `PRESETS`) with keyword overrides.
+# The image shapes of the presets' datasets (EDM's `img_resolution`, `in_channels`).
+IMAGE_SHAPES = {"ncsnpp_cifar10": (32, 32, 3), "ddpmpp_cifar10": (32, 32, 3), "adm_imagenet64": (64, 64, 3)}
+
+
+def get(name, image_shape="preset", **overrides):
+    """The preset network `name` (see `PRESETS`) with keyword overrides, built for `image_shape`.
+
+    Args:
+        name: a key of `PRESETS`.
+        image_shape: `(H, W, C)` to build the network for at once (its weights exist and
+            `count_params()` works); `"preset"`, the default, uses the preset's dataset shape
+            (`IMAGE_SHAPES`; the small presets have none); None leaves it to build on its first call.
+        **overrides: constructor arguments replacing the preset's.
 
     Example:
     >>> net = keras_tract.networks.get("ddpmpp_cifar10", dropout=0.0)
+    >>> net.count_params()
+    55732739
     """
     if name not in PRESETS:
         raise ValueError(f"Unknown network preset name={name!r}; choose one of {sorted(PRESETS)}.")
     cls, kwargs = PRESETS[name]
-    return cls(**{**kwargs, **overrides})
+    network = cls(**{**kwargs, **overrides})
+    shape = IMAGE_SHAPES.get(name) if isinstance(image_shape, str) and image_shape == "preset" else image_shape
+    if shape is not None:
+        label_dim = network.label_dim
+        network.build([(None, *shape), (None,)] + ([(None, label_dim)] if label_dim else []))
+    return network
 
 
-__all__ = ["DhariwalUNet", "MLPNetwork", "PRESETS", "SongUNet", "get"]
+__all__ = ["DhariwalUNet", "IMAGE_SHAPES", "MLPNetwork", "PRESETS", "SongUNet", "get"]
