@@ -2,7 +2,7 @@
 
 from keras_tract import data, networks
 from keras_tract.denoisers import EDMPrecond, GaussianMixtureDenoiser, VPDenoiser
-from keras_tract.distiller import BinaryDistiller, TRACTDistiller
+from keras_tract.distiller import BinaryDistiller, TRACTDistiller, student_from
 from keras_tract.schedules import CosineSchedule, KarrasSchedule, Schedule
 from keras_tract.solvers import ddim_step, heun_step, sample, sample_images
 from keras_tract.teacher import EDMTrainer, LinearRampUp
@@ -26,4 +26,5 @@ __all__ = [
     "networks",
     "sample",
     "sample_images",
+    "student_from",
 ]

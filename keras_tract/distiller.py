@@ -382,3 +382,15 @@ class BinaryDistiller(Distiller):
 
 
 METHODS = {"tract": TRACTDistiller, "binary": BinaryDistiller}
+
+
+def student_from(teacher, dtype_policy=None):
+    """A trainable copy of `teacher` (its weights, dropout 0: ml-tract's students train without
+    dropout), computing under `dtype_policy` (default the teacher's). TRACT starts the student here."""
+    config = teacher.get_config()
+    network = config.get("network")
+    if isinstance(network, dict) and "dropout" in network.get("config", {}):
+        network["config"]["dropout"] = 0.0
+    student = clone(teacher, "student", config, dtype_policy)
+    student.trainable = True
+    return student

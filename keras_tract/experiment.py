@@ -23,8 +23,7 @@ import numpy as np
 from keras_tract import backend, data, schedules
 from keras_tract.callbacks import Progress, ScalarLogger
 from keras_tract.denoisers import EDMPrecond, build_denoiser, image_shape
-from keras_tract.distiller import BinaryDistiller, TRACTDistiller
-from keras_tract.ema import clone
+from keras_tract.distiller import BinaryDistiller, TRACTDistiller, student_from
 from keras_tract.evaluation import compare_samplers, comparison_image, format_table
 from keras_tract.images import atomic_path, grid, save_png, to_uint8, write_atomic
 from keras_tract.networks import get as get_network
@@ -369,14 +368,3 @@ class Run:
               f"({', '.join(images)}) side by side to {os.path.join(self.workdir, 'comparison.png')}")
         return rows, label
 
-
-def student_from(teacher, dtype_policy=None):
-    """A trainable copy of `teacher` with dropout 0 (ml-tract's students train without dropout),
-    computing under `dtype_policy` (default the teacher's)."""
-    config = teacher.get_config()
-    network = config.get("network")
-    if isinstance(network, dict) and "dropout" in network.get("config", {}):
-        network["config"]["dropout"] = 0.0
-    student = clone(teacher, "student", config, dtype_policy)
-    student.trainable = True
-    return student

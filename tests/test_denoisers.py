@@ -3,7 +3,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import circle_mixture, to_numpy
+from helpers.common import circle_mixture, to_numpy
 
 import keras_tract
 from keras_tract import EDMPrecond, GaussianMixtureDenoiser, VPDenoiser, ddim_step

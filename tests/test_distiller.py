@@ -5,7 +5,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import circle_mixture, mixture_data, mlp_student, once, to_numpy
+from helpers.common import circle_mixture, mixture_data, mlp_student, once, to_numpy
 
 import keras_tract
 from keras_tract import GaussianMixtureDenoiser, KarrasSchedule, TRACTDistiller
@@ -163,7 +163,7 @@ def test_cross_backend_parity(tmp_path):
     for backend in ("jax", "tensorflow", "torch"):
         path = str(tmp_path / f"{backend}.npz")
         env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": here}
-        subprocess.run([sys.executable, os.path.join(here, "parity_step.py"), path], env=env, check=True,
+        subprocess.run([sys.executable, os.path.join(here, "helpers", "parity_step.py"), path], env=env, check=True,
                        capture_output=True)
         results[backend] = dict(np.load(path))
     base = results["jax"]

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import circle_mixture, mlp_student, to_numpy
+from helpers.common import circle_mixture, mlp_student, to_numpy
 
 from keras_tract import (
     BinaryDistiller,

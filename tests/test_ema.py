@@ -1,6 +1,6 @@
 import keras
 import numpy as np
-from conftest import mlp_student, to_numpy
+from helpers.common import mlp_student, to_numpy
 
 from keras_tract.ema import clone, ema_update
 

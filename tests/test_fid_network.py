@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import once
+from helpers.common import once
 
 from keras_tract.fid.convert import assign_state_dict
 from keras_tract.fid.features import load_network
@@ -50,7 +50,7 @@ def test_structure_and_names():
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("fid") / "reference.npz")
-    result = subprocess.run([sys.executable, os.path.join(HERE, "fid_reference.py"), path, "75"],
+    result = subprocess.run([sys.executable, os.path.join(HERE, "helpers", "fid_reference.py"), path, "75"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     return dict(np.load(path))

@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 import tensorflow as tf
-from conftest import once
+from helpers.common import once
 
 from keras_tract.images import grid, save_png, to_uint8
 

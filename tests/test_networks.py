@@ -5,7 +5,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import once, to_numpy
+from helpers.common import once, to_numpy
 
 import keras_tract
 from keras_tract import networks

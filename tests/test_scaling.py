@@ -8,10 +8,9 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import circle_mixture, mlp_student
+from helpers.common import circle_mixture, mlp_student
 
-from keras_tract import EDMTrainer, GaussianMixtureDenoiser, KarrasSchedule, TRACTDistiller, data
-from keras_tract.experiment import student_from
+from keras_tract import EDMTrainer, GaussianMixtureDenoiser, KarrasSchedule, TRACTDistiller, data, student_from
 
 
 def tract(micro_batches):
@@ -93,7 +92,7 @@ def test_data_parallel_on_two_devices_equals_one_device():
     with and without micro-batches and clipping: the single-device loss and weights."""
     here = os.path.dirname(__file__)
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    result = subprocess.run([sys.executable, os.path.join(here, "data_parallel.py")], env=env, cwd=here,
+    result = subprocess.run([sys.executable, os.path.join(here, "helpers", "data_parallel.py")], env=env, cwd=here,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import to_numpy
+from helpers.common import to_numpy
 
 from keras_tract import EDMPrecond, GaussianMixtureDenoiser, KarrasSchedule, heun_step, sample
 from keras_tract.networks import MLPNetwork

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import scipy.linalg
-from conftest import mlp_student, to_numpy
+from helpers.common import mlp_student, to_numpy
 
 import keras_tract
 from keras_tract import EDMTrainer, KarrasSchedule, LinearRampUp, data

@@ -9,7 +9,7 @@ import time
 import keras
 import numpy as np
 import pytest
-from conftest import once
+from helpers.common import once
 
 import keras_tract
 from keras_tract import config as config_lib

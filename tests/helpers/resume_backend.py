@@ -14,8 +14,7 @@ import keras
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from conftest import circle_mixture, mixture_data, mlp_student  # noqa: E402
-
+from helpers.common import circle_mixture, mixture_data, mlp_student  # noqa: E402
 from keras_tract import GaussianMixtureDenoiser, KarrasSchedule, TRACTDistiller  # noqa: E402
 
 

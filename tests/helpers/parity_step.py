@@ -1,15 +1,17 @@
 """One TRACT optimizer step with fixed weights, batch, noise and levels; writes the results to an .npz.
 
-Run as `KERAS_BACKEND=... python tests/parity_step.py OUT.npz` (used by test_distiller.py).
+Run as `KERAS_BACKEND=... python tests/helpers/parity_step.py OUT.npz` (used by test_distiller.py).
 """
 
+import os
 import sys
 
 import keras
 import numpy as np
-from conftest import circle_mixture, mlp_student
 
-from keras_tract import GaussianMixtureDenoiser, KarrasSchedule, TRACTDistiller
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from helpers.common import circle_mixture, mlp_student  # noqa: E402
+from keras_tract import GaussianMixtureDenoiser, KarrasSchedule, TRACTDistiller  # noqa: E402
 
 BATCH = 8
 

@@ -1,11 +1,13 @@
 """Three TRACT steps on one device, then data-parallel on two; prints the differences as JSON.
 
-Run as `KERAS_BACKEND=jax XLA_FLAGS=--xla_force_host_platform_device_count=2 python tests/data_parallel.py`
-(`keras.distribution.DataParallel`) or `KERAS_BACKEND=tensorflow python tests/data_parallel.py`
+Run as `KERAS_BACKEND=jax XLA_FLAGS=--xla_force_host_platform_device_count=2 python tests/helpers/data_parallel.py`
+(`keras.distribution.DataParallel`) or `KERAS_BACKEND=tensorflow python tests/helpers/data_parallel.py`
 (`tf.distribute.MirroredStrategy` over two logical CPUs); used by test_scaling.py.
 """
 
 import json
+import os
+import sys
 
 import keras
 import numpy as np
@@ -19,8 +21,8 @@ if keras.config.backend() == "tensorflow":
 else:
     DEVICES = keras.distribution.list_devices()
 
-from conftest import circle_mixture, mlp_student  # noqa: E402
-
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from helpers.common import circle_mixture, mlp_student  # noqa: E402
 from keras_tract import GaussianMixtureDenoiser, KarrasSchedule, TRACTDistiller, backend  # noqa: E402
 
 CASES = {"micro_batches_1": (1, None), "micro_batches_2_clipped": (2, 0.1)}

@@ -1,0 +1,47 @@
+"""What several test modules share: numerics helpers, the 2-D mixture, small students, the `once` marker."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+# For tests that run their own processes (a CLI, every backend): one run is enough. They go with
+# the PyTorch suite, which tests/run.sh runs beside the slower JAX suite.
+once = pytest.mark.skipif(
+    keras.config.backend() != "torch" and os.environ.get("KERAS_TRACT_RUN_ONCE") != "1",
+    reason="runs its own processes on every backend: it runs with the torch suite (tests/run.sh); "
+           "KERAS_TRACT_RUN_ONCE=1 runs it here")
+
+
+
+def to_numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x), dtype=np.float64)
+
+
+def circle_mixture(num=8, radius=0.7, std=0.05):
+    """Means, stds and weights of the 2-D mixture used across the tests."""
+    angles = np.linspace(0.0, 2.0 * np.pi, num, endpoint=False)
+    means = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    return means, np.full(num, std), np.ones(num)
+
+
+def mlp_student(dim=2, hidden=32, depth=2, seed=None):
+    """A built EDMPrecond(MLPNetwork) denoiser; with `seed`, weights drawn by NumPy (backend-independent)."""
+    import keras_tract
+
+    student = keras_tract.EDMPrecond(keras_tract.networks.MLPNetwork(hidden=hidden, depth=depth))
+    student(np.zeros((1, dim), "float32"), np.ones((1,), "float32"))
+    if seed is not None:
+        rng = np.random.default_rng(seed)
+        student.set_weights([0.3 * rng.standard_normal(w.shape).astype("float32")
+                             for w in student.get_weights()])
+    return student
+
+
+def mixture_data(num, seed=0):
+    """Samples of `circle_mixture()` as float32 `(num, 2)`."""
+    means, stds, _ = circle_mixture()
+    rng = np.random.default_rng(seed)
+    comp = rng.integers(0, len(means), num)
+    return (means[comp] + stds[0] * rng.standard_normal((num, 2))).astype("float32")
