@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from keras_tract.fid.stats import frechet_distance_of
-from keras_tract.images import grid, to_uint8
+from keras_tract.images import grid, text_image, to_uint8
 from keras_tract.solvers import sample
 
 
@@ -77,19 +77,28 @@ def format_table(rows, num_samples, reference=None):
     return "\n".join(lines)
 
 
-def comparison_image(images, count=64, gap=4):
-    """Grids of the first `count` images of each entry, side by side, upscaled to cells of at least 32 pixels.
+def comparison_image(images, labels=None, count=64, gap=4):
+    """Grids of the first `count` images of each entry, side by side, upscaled to cells of at least 32 pixels,
+    each under its label (default the entry's name).
 
-    Cells are framed by one grey pixel; the grids are separated by `gap` white pixels.
+    Cells are framed by one grey pixel; the panels are separated by `gap` white pixels.
     """
-    grids = []
-    for x in images.values():
+    labels = list(images) if labels is None else list(labels)
+    panels = []
+    for x, label in zip(images.values(), labels):
         scale = max(1, -(-32 // x.shape[1]))
         g = grid(np.pad(x[:count], [(0, 0), (1, 1), (1, 1), (0, 0)], constant_values=96))
-        grids.append(np.repeat(np.repeat(g, scale, axis=0), scale, axis=1))
-    height, channels = max(g.shape[0] for g in grids), grids[0].shape[2]
+        g = np.repeat(np.repeat(g, scale, axis=0), scale, axis=1)
+        text = np.pad(text_image(label, channels=g.shape[2]), [(gap, gap), (0, 0), (0, 0)], constant_values=255)
+        width = max(g.shape[1], text.shape[1])
+        panels.append(np.concatenate([_pad_to(text, text.shape[0], width), _pad_to(g, g.shape[0], width)]))
+    height = max(p.shape[0] for p in panels)
     parts = []
-    for g in grids:
-        pad = np.full((height - g.shape[0], g.shape[1], channels), 255, np.uint8)
-        parts += [np.concatenate([g, pad]), np.full((height, gap, channels), 255, np.uint8)]
+    for p in panels:
+        parts += [_pad_to(p, height, p.shape[1]), np.full((height, gap, p.shape[2]), 255, np.uint8)]
     return np.concatenate(parts[:-1], axis=1)
+
+
+def _pad_to(image, height, width):
+    """`image` padded with white at the bottom and right to `(height, width)`."""
+    return np.pad(image, [(0, height - image.shape[0]), (0, width - image.shape[1]), (0, 0)], constant_values=255)

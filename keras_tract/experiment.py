@@ -363,7 +363,8 @@ class Run:
         reference, label = reference_images(self.config)
         rows, images = compare_samplers(distiller, noise, labels, e["steps"], reference, e["batch_size"])
         print(format_table(rows, e["num_samples"], label))
-        save_png(os.path.join(self.workdir, "comparison.png"), comparison_image(images))
+        names = [f"{row['sampler']}, {row['nfe']} NFE" for row in rows]
+        save_png(os.path.join(self.workdir, "comparison.png"), comparison_image(images, names))
         print(f"Saved the student to {os.path.join(self.workdir, 'student.keras')} and the sample grids "
               f"({', '.join(images)}) side by side to {os.path.join(self.workdir, 'comparison.png')}")
         return rows, label

@@ -45,6 +45,32 @@ def write_atomic(path, data):
         f.write(data)
 
 
+# A 3x5 pixel font for figure labels (rows top to bottom, 1 = ink), so labelling needs no imaging library.
+_FONT = dict(zip(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,-.",
+    ("010101111101101 110101110101110 011100100100011 110101101101110 111100110100111 111100110100100 "
+     "011100101101011 101101111101101 111010010010111 001001001101010 101101110101101 100100100100111 "
+     "101111111101101 110101101101101 010101101101010 110101110100100 010101101110011 110101110101101 "
+     "011100010001110 111010010010010 101101101101111 101101101101010 101101111111101 101101010101101 "
+     "101101010010010 111001010100111 111101101101111 010110010010111 110001010100111 110001010001110 "
+     "101101111001001 111100110001110 011100111101111 111001010010010 111101111101111 111101111001110 "
+     "000000000000000 000000000010100 000000111000000 000000000000010").split()))
+
+
+def text_image(text, scale=2, channels=3):
+    """`text` (letters, digits, space, `,-.`; lower case is drawn as upper case) as a uint8 image
+    `(5 scale, 4 scale len(text), channels)`: black on white."""
+    glyphs = []
+    for char in text.upper():
+        if char not in _FONT:
+            raise ValueError(f"`text` has a character the label font lacks: {char!r} in text={text!r}.")
+        bits = np.array([int(b) for b in _FONT[char]], np.uint8).reshape(5, 3)
+        glyphs.append(np.pad(bits, [(0, 0), (0, 1)]))
+    ink = np.concatenate(glyphs, axis=1) if glyphs else np.zeros((5, 0), np.uint8)
+    ink = np.repeat(np.repeat(ink, scale, axis=0), scale, axis=1)
+    return np.repeat((255 * (1 - ink))[..., None], channels, axis=2).astype(np.uint8)
+
+
 def save_png(path, image):
     """Saves a uint8 `(H, W, C)` image as PNG, atomically."""
     import tensorflow as tf

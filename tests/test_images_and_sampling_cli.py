@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from helpers.common import once
 
@@ -41,3 +42,19 @@ def test_sample_cli_writes_npz_and_png(tmp_path):
     assert tf.io.decode_png(tf.io.read_file(str(tmp_path / "s.png"))).shape == (16, 24, 1)  # 2 rows of 3
     bad = run(f"--out={tmp_path / 's.jpg'}")
     assert bad.returncode != 0 and "--out must end in .png or .npz" in bad.stderr
+
+
+def test_comparison_panels_carry_their_labels():
+    from keras_tract.evaluation import comparison_image
+    from keras_tract.images import text_image
+
+    one = text_image("1", scale=1, channels=1)[..., 0]  # the glyph "1" and its spacing column
+    np.testing.assert_array_equal(one == 0, [[0, 1, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0], [1, 1, 1, 0]])
+    assert text_image("Student, 1 step", scale=2).shape == (10, 15 * 8, 3)
+    with pytest.raises(ValueError, match="lacks: '%'"):
+        text_image("100%")
+    images = {"a": np.full((4, 8, 8, 1), 128, np.uint8), "b": np.full((4, 8, 8, 1), 128, np.uint8)}
+    picture = comparison_image(images, ["teacher", "a much longer student label"])
+    label = text_image("teacher", channels=1)
+    np.testing.assert_array_equal(picture[4:14, :label.shape[1]], label)  # above the first panel, after the gap
+    assert picture.shape[1] == 80 + 4 + 27 * 8  # a panel of 2 x 2 cells of 40 pixels; one as wide as its label
