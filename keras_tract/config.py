@@ -44,6 +44,7 @@ def defaults():
             "flip": False,
             "labels": False,  # one-hot class labels for conditional models
             "data_dir": None,  # TFDS data_dir
+            "download": False,  # let TFDS download and prepare a missing dataset (needs internet)
             "path": None,  # folder, .npz or TFDS name
             "key": None,  # the .npz array that holds the images (default: the first)
             "resolution": None,  # folder images resized to a square

@@ -100,9 +100,11 @@ def digits_arrays(split="train"):
 
 
 def tfds_images(name, batch_size, split="train", data_dir=None, labels=False, flip=False, seed=0, start=0,
-                download=True, image_key="image", label_key="label", repeat=True):
+                download=False, image_key="image", label_key="label", repeat=True):
     """A TFDS image dataset through the common pipeline; clear one-line errors when it is missing.
 
+    A dataset that is not prepared in `data_dir` fails at once unless `download=True` lets TFDS
+    download and prepare it (which needs internet; offline, TFDS retries for minutes).
     `repeat=False` gives one pass over every example of `split` (for held-out sets)."""
     import tensorflow_datasets as tfds
 
@@ -114,7 +116,8 @@ def tfds_images(name, batch_size, split="train", data_dir=None, labels=False, fl
         if not download:
             raise FileNotFoundError(
                 f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r}; prepare it there "
-                f"(tfds build {name} --data_dir=...) or pass data_dir= where it is.")
+                f"(tfds build {name} --data_dir=DIR), point data_dir= (data.data_dir) at it, or allow "
+                "download=True (data.download=True) on a machine with internet.")
         try:
             builder.download_and_prepare()
         except Exception as error:
@@ -131,7 +134,7 @@ def tfds_images(name, batch_size, split="train", data_dir=None, labels=False, fl
     return _finish(ds, num_examples, batch_size, num_classes, labels, flip, seed, start, repeat)
 
 
-def cifar10(batch_size, split="train", data_dir=None, labels=False, flip=True, seed=0, start=0, download=True,
+def cifar10(batch_size, split="train", data_dir=None, labels=False, flip=True, seed=0, start=0, download=False,
             repeat=True):
     """CIFAR-10 (TFDS `cifar10`), `(B, 32, 32, 3)`, random horizontal flips as EDM and TRACT train."""
     return tfds_images("cifar10", batch_size, split, data_dir, labels, flip, seed, start, download, repeat=repeat)

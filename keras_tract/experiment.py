@@ -44,10 +44,11 @@ def dataset(config, split="train", start=0, repeat=True):
     batch = d["batch_size"]
     if d["name"] == "digits":
         return data.digits(batch, split, labels=d["labels"], **common)
+    tfds = dict(data_dir=d["data_dir"], labels=d["labels"], download=d["download"], **common)
     if d["name"] in ("cifar10", "imagenet64"):
-        return getattr(data, d["name"])(batch, split, data_dir=d["data_dir"], labels=d["labels"], **common)
+        return getattr(data, d["name"])(batch, split, **tfds)
     if d["name"] == "tfds":
-        return data.tfds_images(d["path"], batch, split, data_dir=d["data_dir"], labels=d["labels"], **common)
+        return data.tfds_images(d["path"], batch, split, **tfds)
     return images_at(d["path"], batch, d, **common)
 
 

@@ -118,8 +118,10 @@ def sample(denoiser, schedule, noise, steps=None, solver="heun", labels=None,
     steps = schedule.num_steps if steps is None else steps
     levels = schedule.coarse_sigmas(steps)[::-1]
     noise = ops.convert_to_tensor(noise, "float32")
-    if len(noise.shape) < 2:
-        raise ValueError(f"`noise` must have shape (B, ...), got noise.shape={tuple(noise.shape)}.")
+    expected = image_shape(denoiser)
+    if len(noise.shape) < 2 or (expected is not None and tuple(noise.shape[1:]) != expected):
+        raise ValueError(f"`noise` must have shape (B, {', '.join(map(str, expected)) if expected else '...'})"
+                         f"{' for this denoiser' if expected else ''}, got noise.shape={tuple(noise.shape)}.")
     if not denoiser.built:  # build outside the compiled function
         denoise(denoiser, noise[:1], ops.ones((1,)), None if labels is None else labels[:1])
     key = (tuple(levels.tolist()), solver, bool(clip_denoised), jit_compile)

@@ -80,3 +80,24 @@ def test_stats_files_round_trip_and_foreign_files_load(tmp_path):
     np.savez(tmp_path / "images.npz", arr_0=np.zeros((2, 3)))
     with pytest.raises(ValueError, match="lacks \\['mu', 'sigma'\\]"):
         load_stats(str(tmp_path / "images.npz"))
+
+
+def test_invalid_statistics_are_refused(tmp_path):
+    rng = np.random.default_rng(4)
+    mu, sigma = rng.standard_normal(4), spd(4, rng)
+    cases = {"nan_mu": (np.where(np.arange(4) == 2, np.nan, mu), sigma, "must be finite"),
+             "negative": (mu, -sigma, "not a covariance .positive semi-definite.: its smallest eigenvalue is -"),
+             "asymmetric": (mu, sigma + np.triu(np.ones((4, 4)), 1), "sigma is not symmetric")}
+    for name, (m, s, message) in cases.items():
+        np.savez(tmp_path / f"{name}.npz", mu=m, sigma=s)
+        with pytest.raises(ValueError, match=message):
+            load_stats(str(tmp_path / f"{name}.npz"))
+    save_stats(str(tmp_path / "good.npz"), mu, sigma, n=10)
+    data = (tmp_path / "good.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="is not a readable .npz statistics file .truncated or corrupt"):
+        load_stats(str(tmp_path / "truncated.npz"))
+    # A rank-deficient covariance (fewer images than features) is a valid one.
+    features = rng.standard_normal((3, 6))
+    np.savez(tmp_path / "few.npz", mu=features.mean(0), sigma=np.cov(features, rowvar=False))
+    assert load_stats(str(tmp_path / "few.npz"))[1].shape == (6, 6)

@@ -80,3 +80,11 @@ def test_bad_input():
         sample(denoiser, KarrasSchedule(8), noise, steps=3)
     with pytest.raises(ValueError, match=r"noise.shape=\(3,\)"):
         sample(denoiser, KarrasSchedule(8), np.zeros(3))
+
+
+def test_noise_of_the_wrong_shape_fails_clearly():
+    denoiser = EDMPrecond(MLPNetwork(hidden=8, depth=1))
+    denoiser(np.zeros((1, 4, 4, 1), "float32"), np.ones((1,), "float32"))
+    for shape in ((2, 4, 4, 3), (2, 16), (5,)):
+        with pytest.raises(ValueError, match=r"`noise` must have shape \(B, 4, 4, 1\) for this denoiser, got"):
+            sample(denoiser, KarrasSchedule(8), np.zeros(shape, "float32"), steps=1)

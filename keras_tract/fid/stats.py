@@ -83,18 +83,43 @@ def save_stats(path, mu, sigma, n=None, **metadata):
 
 
 def load_stats(path):
-    """`(mu, sigma, n or None, metadata dict)` from an `.npz` of pytorch-fid/EDM/TTUR layout or ours."""
-    with np.load(path, allow_pickle=False) as data:
-        missing = {"mu", "sigma"} - set(data.files)
-        if missing:
-            raise ValueError(f"{path!r} is not a statistics file: it lacks {sorted(missing)} (has {data.files}).")
-        mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
-        n = int(data["n"]) if "n" in data.files else None
-        metadata = {k: str(data[k]) for k in data.files
-                    if k not in ("mu", "sigma", "n") and data[k].dtype.kind == "U" and data[k].ndim == 0}
+    """`(mu, sigma, n or None, metadata dict)` from an `.npz` of pytorch-fid/EDM/TTUR layout or ours.
+
+    Refuses, in one line, a file that is not a readable `.npz`, and statistics that no set of
+    images has: non-finite values, or a covariance that is not symmetric positive semi-definite."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = {"mu", "sigma"} - set(data.files)
+            if missing:
+                raise KeyError(f"it lacks {sorted(missing)} (has {data.files})")
+            mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
+            n = int(data["n"]) if "n" in data.files else None
+            metadata = {k: str(data[k]) for k in data.files
+                        if k not in ("mu", "sigma", "n") and data[k].dtype.kind == "U" and data[k].ndim == 0}
+    except KeyError as error:
+        raise ValueError(f"{path!r} is not a statistics file: {error.args[0]}.") from None
+    except Exception as error:
+        raise ValueError(f"{path!r} is not a readable .npz statistics file (truncated or corrupt: "
+                         f"{' '.join(str(error).split()) or type(error).__name__}).") from None
     if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
         raise ValueError(f"{path!r}: mu {mu.shape} and sigma {sigma.shape} do not form (D,) and (D, D).")
+    check_stats(mu, sigma, path)
     return mu, sigma, n, metadata
+
+
+def check_stats(mu, sigma, name="statistics"):
+    """Raises ValueError unless `mu`, `sigma` are finite and `sigma` is symmetric positive semi-definite
+    (up to float rounding: eigenvalues down to -1e-6 of the largest one)."""
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise ValueError(f"{name}: mu and sigma must be finite; they hold NaN or infinity.")
+    scale = max(float(np.abs(sigma).max()), 1e-300)
+    asymmetry = float(np.abs(sigma - sigma.T).max())
+    if asymmetry > 1e-6 * scale:
+        raise ValueError(f"{name}: sigma is not symmetric (max |sigma - sigma^T| = {asymmetry:.3g}).")
+    lowest, highest = (float(e) for e in np.linalg.eigvalsh(sigma)[[0, -1]])
+    if lowest < -1e-6 * max(abs(highest), scale):
+        raise ValueError(f"{name}: sigma is not a covariance (positive semi-definite): its smallest eigenvalue is "
+                         f"{lowest:.3g}.")
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, method="eigh"):
