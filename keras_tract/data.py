@@ -173,7 +173,8 @@ def image_folder(path, batch_size, resolution=None, channels=3, flip=False, seed
         if resolution:
             image = tf.cast(tf.image.resize(image, size, method="area", antialias=True) + 0.5, tf.uint8)
         tf.debugging.assert_equal(tf.shape(image)[:2], size,
-                                  message=f"images under {path} differ in size; pass resolution=")
+                                  message=f"images under {path} differ in size; pass resolution= "
+                                          "(data.resolution in a config)")
         image.set_shape(size + (channels,))
         return image, tf.zeros((), tf.int64)
 

@@ -61,11 +61,18 @@ def edm_scalings(sigma, sigma_data):
 
 
 class Denoiser(keras.Model):
-    """Base class of the VE denoisers: validates and casts inputs, serializes `network`."""
+    """Base class of the VE denoisers: validates and casts inputs, serializes `network`.
 
-    def __init__(self, network=None, **kwargs):
+    `sampling` (saved with the model) records how the denoiser was trained to sample: a dict
+    with `schedule` (a serialized `Schedule`), `solver`, `steps` and `clip_denoised`. Trainers
+    set it on the models they save; `tools/sample.py` and `tools/fid.py` sample that way by
+    default and refuse flags that contradict it.
+    """
+
+    def __init__(self, network=None, sampling=None, **kwargs):
         super().__init__(**kwargs)
         self.network = network
+        self.sampling = None if sampling is None else dict(sampling)
 
     def prepare(self, x, sigma):
         """Returns float32 `x`, float32 `sigma` `(B,)` and `sigma` shaped `(B, 1, ..., 1)`."""
@@ -106,6 +113,8 @@ class Denoiser(keras.Model):
 
     def get_config(self):
         config = super().get_config()
+        if self.sampling is not None:
+            config["sampling"] = self.sampling
         if self.network is not None:
             config["network"] = keras.saving.serialize_keras_object(self.network)
         return config

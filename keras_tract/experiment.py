@@ -347,6 +347,10 @@ class Run:
         result = model.ema if self.stage == "teacher" else model.inference_student
         check_finite(result, f"the {self.stage} result")
         if self.stage == "teacher":
+            c = self.config["distill"]
+            model.ema.sampling = {"schedule": keras.saving.serialize_keras_object(_schedule(self.config)),
+                                  "solver": c["teacher_solver"], "steps": c["num_steps"],
+                                  "clip_denoised": c["teacher_solver"] == "ddim"}
             save_atomic(model.ema, os.path.join(self.workdir, "teacher.keras"))
             print(f"Saved the teacher (EMA) to {os.path.join(self.workdir, 'teacher.keras')}")
         else:

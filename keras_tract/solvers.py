@@ -5,8 +5,11 @@ so the same code serves samplers (one level for the batch) and distillation
 targets (a level per sample).
 """
 
+import json
 import weakref
+import zipfile
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -155,3 +158,42 @@ def sample_images(denoiser, schedule, num, steps=None, solver="ddim", num_classe
         x = sample(denoiser, schedule, noise, steps=steps, solver=solver, labels=labels,
                    clip_denoised=solver == "ddim")
         yield to_uint8(ops.convert_to_numpy(x))
+
+
+def saved_sampling(path):
+    """The `sampling` record of a `.keras` denoiser file (`Denoiser`), read without loading its weights;
+    `{}` when it has none. Raises ValueError for a file that is not a `.keras` archive."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError):
+        raise ValueError(f"{path} is not a readable .keras file (corrupt or truncated).") from None
+    return dict(config.get("config", {}).get("sampling") or {})
+
+
+def resolve_sampling(saved, schedule=None, num_steps=None, solver=None, steps=None):
+    """`(schedule, solver, steps)` from a `sampling` record and command-line choices.
+
+    A choice left None takes the record's value (else Karras 40 levels, DDIM, every level); a
+    schedule or solver that contradicts the record raises ValueError, as does `steps` that does
+    not divide the schedule, so a bad command fails before any weights load.
+    """
+    recorded = keras.saving.deserialize_keras_object(saved["schedule"]) if "schedule" in saved else None
+    if schedule is None and num_steps is None and recorded is not None:
+        chosen = recorded
+    else:
+        from keras_tract import schedules
+
+        name = schedule or next((k for k, v in schedules.SCHEDULES.items() if isinstance(recorded, v)), "karras")
+        chosen = schedules.get(name, num_steps or (recorded.num_steps if recorded is not None else 40))
+        if recorded is not None and chosen.get_config() != recorded.get_config():
+            raise ValueError(f"The model was trained to sample on {recorded!r}, not on {chosen!r}; "
+                             "leave --schedule and --num_steps out to use its own.")
+    if solver is not None and saved.get("solver") not in (None, solver):
+        raise ValueError(f"The model samples with solver={saved['solver']!r}, not {solver!r}; leave --solver out.")
+    solver = solver or saved.get("solver", "ddim")
+    check_solver(solver)
+    steps = steps or saved.get("steps")
+    if steps is not None:
+        chosen.coarse_indices(steps)
+    return chosen, solver, steps

@@ -42,6 +42,35 @@ def test_sample_cli_writes_npz_and_png(tmp_path):
     assert tf.io.decode_png(tf.io.read_file(str(tmp_path / "s.png"))).shape == (16, 24, 1)  # 2 rows of 3
     bad = run(f"--out={tmp_path / 's.jpg'}")
     assert bad.returncode != 0 and "--out must end in .png or .npz" in bad.stderr
+    # Errors in one line, before any weights load.
+    (tmp_path / "corrupt.keras").write_bytes(b"PK not really")
+    for args, message in (([f"--out={tmp_path / 'x.png'}", "--steps=3"], "`steps` must divide num_steps=40"),
+                          ([f"--out={tmp_path / 'x.png'}", f"--model={tmp_path / 'corrupt.keras'}"],
+                           "is not a readable .keras file (corrupt or truncated)")):
+        bad = run(*args)
+        lines = bad.stderr.strip().splitlines()
+        assert bad.returncode == 1 and lines[-1].startswith("sample.py: error: ") and message in lines[-1], lines[-3:]
+
+
+def test_saved_sampling_settings_are_defaults_and_contradictions_fail():
+    from keras import saving
+
+    from keras_tract import CosineSchedule, KarrasSchedule
+    from keras_tract.solvers import resolve_sampling
+
+    record = {"schedule": saving.serialize_keras_object(CosineSchedule(64)), "solver": "ddim", "steps": 2}
+    schedule, solver, steps = resolve_sampling(record)
+    assert repr(schedule) == repr(CosineSchedule(64)) and (solver, steps) == ("ddim", 2)
+    assert resolve_sampling(record, steps=4)[2] == 4
+    assert resolve_sampling(record, schedule="cosine", num_steps=64)[0].num_steps == 64
+    for kwargs, message in (({"num_steps": 40}, "trained to sample on CosineSchedule"),
+                            ({"schedule": "karras"}, "trained to sample on CosineSchedule"),
+                            ({"solver": "heun"}, "samples with solver='ddim', not 'heun'"),
+                            ({"steps": 3}, "`steps` must divide num_steps=64")):
+        with pytest.raises(ValueError, match=message):
+            resolve_sampling(record, **kwargs)
+    schedule, solver, steps = resolve_sampling({})  # no record: Karras 40, DDIM, every level
+    assert repr(schedule) == repr(KarrasSchedule(40)) and (solver, steps) == ("ddim", None)
 
 
 def test_comparison_panels_carry_their_labels():

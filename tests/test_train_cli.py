@@ -65,6 +65,8 @@ def test_cli_trains_teacher_then_distills(finished):
     assert metrics["fd_reference"] == "test, 360 images"
     # The student file samples like the distiller's inference EMA: 1-step DDIM, clipped.
     student = keras.saving.load_model(os.path.join(workdir, "student.keras"))
+    assert student.sampling["solver"] == "ddim" and student.sampling["steps"] == 1  # how it samples, saved with it
+    assert keras_tract.solvers.saved_sampling(os.path.join(workdir, "teacher.keras"))["solver"] == "heun"
     noise = np.random.default_rng(0).standard_normal((4, 8, 8, 1)).astype("float32")
     x = keras.ops.convert_to_numpy(keras_tract.sample(student, keras_tract.KarrasSchedule(40), noise, steps=1,
                                                       solver="ddim", clip_denoised=True))

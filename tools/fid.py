@@ -37,10 +37,11 @@ flags.DEFINE_integer("batch", 64, "Images per network call.", lower_bound=1)
 flags.DEFINE_enum("sqrtm", "eigh", ["eigh", "scipy"], "Matrix square root for the distance.")
 flags.DEFINE_string("json", None, "Also write the result with its provenance to this .json.")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir for tfds:NAME:SPLIT inputs.")
-flags.DEFINE_integer("steps", None, "Sampler steps for a .keras input (default: all levels).")
-flags.DEFINE_enum("solver", "ddim", ["ddim", "heun"], "Sampler for a .keras input.")
-flags.DEFINE_enum("schedule", "karras", ["karras", "cosine"], "Grid of a .keras input.")
-flags.DEFINE_integer("num_steps", 40, "Levels of that grid.")
+flags.DEFINE_integer("steps", None, "Sampler steps for a .keras input (default: the model's own, else all levels).")
+flags.DEFINE_enum("solver", None, ["ddim", "heun"], "Sampler for a .keras input (default: the model's own, else ddim).")
+flags.DEFINE_enum("schedule", None, ["karras", "cosine"], "Grid of a .keras input (default: the model's own, "
+                  "else karras).")
+flags.DEFINE_integer("num_steps", None, "Levels of that grid (default: the model's own, else 40).")
 flags.DEFINE_integer("num_classes", 0, "Class-conditional .keras input: number of classes.")
 flags.DEFINE_integer("seed", 0, "Noise seed for a .keras input.")
 FLAGS = flags.FLAGS
@@ -52,17 +53,18 @@ def statistics(spec, num):
     import keras_tract as kt
     from keras_tract.fid.features import features, load_network, open_source
 
-    schedule = kt.schedules.get(FLAGS.schedule, FLAGS.num_steps)
-    count, batches = open_source(spec, num, FLAGS.data_dir, schedule=schedule, steps=FLAGS.steps,
-                                 solver=FLAGS.solver, num_classes=FLAGS.num_classes, seed=FLAGS.seed)
+    saved = kt.solvers.saved_sampling(spec) if spec.endswith(".keras") and os.path.isfile(spec) else {}
+    schedule, solver, steps = kt.solvers.resolve_sampling(saved, FLAGS.schedule, FLAGS.num_steps, FLAGS.solver,
+                                                          FLAGS.steps)
+    count, batches = open_source(spec, num, FLAGS.data_dir, schedule=schedule, steps=steps,
+                                 solver=solver, num_classes=FLAGS.num_classes, seed=FLAGS.seed)
     first = next(batches)
     batches = itertools.chain([first], batches)
     model, provenance = load_network(FLAGS.weights, FLAGS.mode, FLAGS.resolution, first.shape[1:3])
     stats = features(model, batches, FLAGS.batch, total=count)
     provenance.update(source=os.path.abspath(spec) if os.path.exists(spec) else spec, backend=keras.config.backend())
     if spec.endswith(".keras"):
-        provenance.update(steps=str(FLAGS.steps), solver=FLAGS.solver, schedule=f"{FLAGS.schedule}{FLAGS.num_steps}",
-                          seed=FLAGS.seed)
+        provenance.update(steps=str(steps), solver=solver, schedule=repr(schedule), seed=FLAGS.seed)
     return stats, provenance
 
 

@@ -1,11 +1,15 @@
 """Samples images from a `.keras` denoiser: a PNG grid, or an `.npz` of uint8 images (key `x`) for FID.
 
 Usage:
-    KERAS_BACKEND=jax python tools/sample.py --model=student.keras --out=samples.png --steps=1 \\
-        --solver=ddim --num=64 [--schedule=karras|cosine] [--num_steps=40] [--label=3 | --num_classes=1000]
+    KERAS_BACKEND=jax python tools/sample.py --model=student.keras --out=samples.png [--steps=1] \\
+        [--solver=ddim] --num=64 [--schedule=karras|cosine] [--num_steps=40] [--label=3 | --num_classes=1000]
+
+A model saved by this project's trainers records how it samples (its schedule, solver and step
+count); those are the defaults, and flags that contradict them are refused.
 """
 
 import io
+import os
 
 import cli
 from absl import flags
@@ -14,10 +18,11 @@ flags.DEFINE_string("model", None, "A .keras denoiser (a distilled student, a te
 flags.DEFINE_string("out", None, "Output .png (grid) or .npz (uint8 images, key 'x').", required=True)
 flags.DEFINE_integer("num", 64, "Number of images.", lower_bound=1)
 flags.DEFINE_integer("batch", 256, "Images per sampler call.", lower_bound=1)
-flags.DEFINE_integer("steps", None, "Sampler steps (must divide --num_steps); default all levels.", lower_bound=1)
-flags.DEFINE_enum("solver", "ddim", ["ddim", "heun"], "ODE solver.")
-flags.DEFINE_enum("schedule", "karras", ["karras", "cosine"], "The teacher's grid.")
-flags.DEFINE_integer("num_steps", 40, "Levels of the grid (Karras: 40, cosine: 1024).", lower_bound=1)
+flags.DEFINE_integer("steps", None, "Sampler steps (must divide the grid's levels); default: the model's own, "
+                     "else all levels.", lower_bound=1)
+flags.DEFINE_enum("solver", None, ["ddim", "heun"], "ODE solver (default: the model's own, else ddim).")
+flags.DEFINE_enum("schedule", None, ["karras", "cosine"], "The grid (default: the model's own, else karras).")
+flags.DEFINE_integer("num_steps", None, "Levels of the grid (default: the model's own, else 40).", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Noise seed.")
 flags.DEFINE_integer("num_classes", 0, "Class-conditional models: number of classes (default: the model's own; "
                      "labels drawn uniformly).")
@@ -35,9 +40,11 @@ def main(_):
 
     if not FLAGS.out.endswith((".png", ".npz")):
         raise ValueError(f"--out must end in .png or .npz, got --out={FLAGS.out}")
-    schedule = kt.schedules.get(FLAGS.schedule, FLAGS.num_steps)
-    if FLAGS.steps is not None:
-        schedule.coarse_indices(FLAGS.steps)  # --steps must divide --num_steps: fail before loading
+    if not os.path.isfile(FLAGS.model):
+        raise FileNotFoundError(f"File not found: --model={FLAGS.model}")
+    # The model's own sampling settings, read and checked against the flags before its weights load.
+    schedule, solver, steps = kt.solvers.resolve_sampling(kt.solvers.saved_sampling(FLAGS.model), FLAGS.schedule,
+                                                          FLAGS.num_steps, FLAGS.solver, FLAGS.steps)
     model = load_model_file(FLAGS.model, "--model")
     declared = getattr(model, "num_classes", None)
     if declared is not None and FLAGS.num_classes not in (0, declared):
@@ -46,7 +53,7 @@ def main(_):
     if FLAGS.label is not None and not 0 <= FLAGS.label < num_classes:
         raise ValueError(f"--label={FLAGS.label} must be a class of the model (0 to {num_classes - 1}).")
     images = np.concatenate(list(kt.sample_images(
-        model, schedule, FLAGS.num, steps=FLAGS.steps, solver=FLAGS.solver, num_classes=num_classes,
+        model, schedule, FLAGS.num, steps=steps, solver=solver, num_classes=num_classes,
         label=FLAGS.label, seed=FLAGS.seed, batch_size=FLAGS.batch,
         shape=[int(s) for s in FLAGS.shape] if FLAGS.shape else None)))
     if FLAGS.out.endswith(".png"):
