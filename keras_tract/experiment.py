@@ -15,90 +15,24 @@ import hashlib
 import json
 import os
 import time
-import zipfile
 
 import keras
 import numpy as np
 
-from keras_tract import backend, data, schedules
+from keras_tract import backend, builders
 from keras_tract.callbacks import Progress, ScalarLogger
-from keras_tract.denoisers import EDMPrecond, build_denoiser, image_shape
-from keras_tract.distiller import BinaryDistiller, TRACTDistiller, student_from
 from keras_tract.evaluation import compare_samplers, comparison_image, format_table
 from keras_tract.images import atomic_path, grid, save_png, to_uint8, write_atomic
-from keras_tract.networks import get as get_network
 from keras_tract.solvers import sample
-from keras_tract.teacher import EDMTrainer, LinearRampUp
 from keras_tract.trainer import check_batch_size, first_batch
 
 STAGES = ("teacher", "distill")
-# Teachers that ship with the package, by the portable name a config uses.
-BUNDLED = {"bundled:digits": data.DIGITS_TEACHER}
-
-
-def dataset(config, split="train", start=0, repeat=True):
-    """The config's `tf.data` pipeline, `start` examples into its seeded stream; `repeat=False`: one
-    unflipped pass over every example of `split` (folder and .npz sources have no splits)."""
-    d, seed = config["data"], config["run"]["seed"]
-    common = dict(flip=d["flip"] and repeat, seed=seed, start=start, repeat=repeat)
-    batch = d["batch_size"]
-    if d["name"] == "digits":
-        return data.digits(batch, split, labels=d["labels"], **common)
-    tfds = dict(data_dir=d["data_dir"], labels=d["labels"], download=d["download"], **common)
-    if d["name"] in ("cifar10", "imagenet64"):
-        return getattr(data, d["name"])(batch, split, **tfds)
-    if d["name"] == "tfds":
-        return data.tfds_images(d["path"], batch, split, **tfds)
-    return images_at(d["path"], batch, d, **common)
-
-
-def images_at(path, batch, data_config, **kwargs):
-    """The pipeline of an image folder or an .npz/.npy file, read as `data_config` says."""
-    if os.path.isdir(path):
-        return data.image_folder(path, batch, resolution=data_config["resolution"], **kwargs)
-    return data.npz_images(path, batch, key=data_config["key"], **kwargs)
-
-
-def reference_images(config):
-    """`(images, label)`: the held-out images in [-1, 1] that the evaluation's Frechet distance uses,
-    each once, and a label saying what they are; `(None, None)` for no distance.
-
-    `evaluate.reference` (a folder or .npz) serves any source; otherwise digits and TFDS sources use
-    their split `evaluate.reference_split`. Folder and .npz sources have no split: without
-    `evaluate.reference` the distance is to the training images, and the label says so.
-    """
-    e, d = config["evaluate"], config["data"]
-    if e["reference"]:
-        stream, label = images_at(e["reference"], e["batch_size"], d, repeat=False), e["reference"]
-    elif e["reference_split"] is None:
-        return None, None
-    elif d["name"] in ("folder", "npz"):
-        stream, label = dataset(config, repeat=False), "train (no held-out set: evaluate.reference)"
-    else:
-        stream, label = dataset(config, split=e["reference_split"], repeat=False), e["reference_split"]
-    images = np.concatenate([np.asarray(b[0] if isinstance(b, tuple) else b) for b in stream])
-    return images, f"{label}, {len(images)} images"
 
 
 def save_atomic(model, path):
     """`model.save(path)`, atomically (`images.atomic_path`)."""
     with atomic_path(path) as tmp:
         model.save(tmp)
-
-
-def load_model_file(path, flag="--teacher"):
-    """A `.keras` model, with one-line errors for a missing, corrupt or unreadable file."""
-    if not path:
-        raise ValueError(f"No model given: pass {flag}=PATH.keras.")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"File not found: {flag}={path}")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{flag}={path} is not a readable .keras file (corrupt or truncated).")
-    try:
-        return keras.saving.load_model(path)
-    except Exception as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"Cannot load {flag}={path}: {first}") from None
 
 
 def check_finite(model, what):
@@ -135,10 +69,6 @@ def sha256(path):
     return digest.hexdigest()
 
 
-def _schedule(config):
-    return schedules.get(config["distill"]["schedule"], config["distill"]["num_steps"])
-
-
 class Run:
     """One stage of a config in a workdir.
 
@@ -164,8 +94,8 @@ class Run:
         if teacher is None and stage == "distill":
             own = os.path.join(workdir, "teacher.keras")
             teacher = own if os.path.isfile(own) else config["distill"]["teacher"]
-        self.teacher_path = BUNDLED.get(teacher, teacher)
-        spec = dataset(config).element_spec
+        self.teacher_path = builders.BUNDLED.get(teacher, teacher)
+        spec = builders.dataset(config).element_spec
         x, labels = spec if isinstance(spec, tuple) else (spec, None)
         self.shape = tuple(x.shape[1:])
         self.num_classes = None if labels is None else int(labels.shape[-1])
@@ -193,8 +123,9 @@ class Run:
         if os.path.isfile(self.checkpoint):
             model = self.load_checkpoint()
         else:
-            model = self.new_teacher_trainer() if self.stage == "teacher" else self.new_distiller()
-        model.check_batch(*first_batch(dataset(self.config)))
+            model = (builders.teacher_trainer(self.config, self.shape, self.num_classes) if self.stage == "teacher"
+                     else builders.distiller(self.config, self.teacher_path, self.shape))
+        model.check_batch(*first_batch(builders.dataset(self.config)))
         text = json.dumps(self.config, indent=2, sort_keys=True)
         write_atomic(os.path.join(self.workdir, "config.json"), text.encode())
         if identity:
@@ -240,7 +171,7 @@ class Run:
     def load_checkpoint(self):
         """The checkpointed trainer; a corrupt file fails in one line that says how to go back one checkpoint."""
         try:
-            return load_model_file(self.checkpoint, "checkpoint")
+            return builders.load_model_file(self.checkpoint, "checkpoint")
         except ValueError as error:
             previous = self.previous_checkpoint
             hint = (f"move {previous} to {self.checkpoint} to resume from the checkpoint before it"
@@ -250,44 +181,6 @@ class Run:
     @property
     def previous_checkpoint(self):
         return self.checkpoint.replace(".keras", ".previous.keras")
-
-    def new_teacher_trainer(self):
-        t, run = self.config["teacher"], self.config["run"]
-        keras.utils.set_random_seed(run["seed"])
-        policy = run["dtype_policy"]
-        network = get_network(t["network"], image_shape=None, dtype=policy, **t["network_kwargs"])
-        denoiser = EDMPrecond(network, sigma_data=t["sigma_data"], name="teacher", dtype=policy)
-        labels = None if self.num_classes is None else np.eye(self.num_classes, dtype="float32")[:1]
-        build_denoiser(denoiser, self.shape, labels)
-        trainer = EDMTrainer(denoiser, t["p_mean"], t["p_std"], t["ema_halflife_kimg"], t["ema_rampup_ratio"],
-                             seed=run["seed"], micro_batches=run["micro_batches"])
-        rate = LinearRampUp(t["lr"], t["lr_rampup"] // self.batch_size)
-        trainer.compile(optimizer=keras.optimizers.Adam(rate, epsilon=1e-8))
-        return trainer
-
-    def new_distiller(self):
-        c, run = self.config["distill"], self.config["run"]
-        teacher = load_model_file(self.teacher_path)
-        shape = image_shape(teacher)
-        if shape is not None and shape != self.shape:
-            raise ValueError(f"The teacher {self.teacher_path} takes images of shape {shape}, but the data "
-                             f"(data.name={self.config['data']['name']!r}) has images of shape {self.shape}.")
-        student = student_from(teacher, run["dtype_policy"])
-        steps_per_phase = max(self.total_steps // (len(c["time_schedule"]) - 1), 1)
-        common = dict(teacher_solver=c["teacher_solver"], steps_per_phase=steps_per_phase, loss=c["loss"],
-                      reset_inference_ema_on_phase=c["reset_inference_ema_on_phase"],
-                      clip_teacher=c["clip_teacher"], seed=run["seed"], micro_batches=run["micro_batches"])
-        if c["method"] == "tract":
-            distiller = TRACTDistiller(teacher, student, _schedule(self.config), tuple(c["time_schedule"]),
-                                       self_teacher_momentum=c["self_teacher_momentum"],
-                                       ema_residual=c["ema_residual"],
-                                       inference_momentum=c["inference_momentum"], **common)
-        else:
-            distiller = BinaryDistiller(teacher, student, _schedule(self.config), tuple(c["time_schedule"]),
-                                        inference_momentum=c["inference_momentum"] or 0.9995, **common)
-        rate = LinearRampUp(c["lr"], c["lr_warmup"] // self.batch_size)
-        distiller.compile(optimizer=keras.optimizers.Adam(rate, epsilon=1e-8, global_clipnorm=c["global_clipnorm"]))
-        return distiller
 
     # --- training ---------------------------------------------------------------
 
@@ -305,7 +198,7 @@ class Run:
                                       self.batch_size, done)]
             if self.verbose:
                 callbacks.append(Progress(self.stage, self.total_steps, run["log_every"], self.batch_size, done))
-            model.fit(dataset(self.config, start=done * self.batch_size), initial_epoch=done // every,
+            model.fit(builders.dataset(self.config, start=done * self.batch_size), initial_epoch=done // every,
                       epochs=done // every + 1, steps_per_epoch=chunk, callbacks=callbacks,
                       verbose=2 if self.verbose > 1 else 0)
             done += chunk
@@ -330,8 +223,8 @@ class Run:
         if self.stage == "distill":
             x = model.generate(noise, labels=labels)
         else:
-            x = sample(model.ema, _schedule(self.config), noise, solver=self.config["distill"]["teacher_solver"],
-                       labels=labels)
+            x = sample(model.ema, builders.schedule(self.config), noise,
+                       solver=self.config["distill"]["teacher_solver"], labels=labels)
         save_png(os.path.join(self.workdir, "samples", f"{self.stage}_{step:08d}.png"),
                  grid(to_uint8(keras.ops.convert_to_numpy(x))))
 
@@ -348,7 +241,7 @@ class Run:
         check_finite(result, f"the {self.stage} result")
         if self.stage == "teacher":
             c = self.config["distill"]
-            model.ema.sampling = {"schedule": keras.saving.serialize_keras_object(_schedule(self.config)),
+            model.ema.sampling = {"schedule": keras.saving.serialize_keras_object(builders.schedule(self.config)),
                                   "solver": c["teacher_solver"], "steps": c["num_steps"],
                                   "clip_denoised": c["teacher_solver"] == "ddim"}
             save_atomic(model.ema, os.path.join(self.workdir, "teacher.keras"))
@@ -365,7 +258,7 @@ class Run:
         """Teacher, naive teacher and student from the same noise; prints the table, saves `comparison.png`."""
         e = self.config["evaluate"]
         noise, labels = self._noise(e["num_samples"], e["seed"])
-        reference, label = reference_images(self.config)
+        reference, label = builders.reference_images(self.config)
         rows, images = compare_samplers(distiller, noise, labels, e["steps"], reference, e["batch_size"])
         print(format_table(rows, e["num_samples"], label))
         names = [f"{row['sampler']}, {row['nfe']} NFE" for row in rows]

@@ -35,7 +35,7 @@ def main(_):
     import numpy as np
 
     import keras_tract as kt
-    from keras_tract.experiment import load_model_file
+    from keras_tract.builders import load_model_file
     from keras_tract.images import grid, save_png, write_atomic
 
     if not FLAGS.out.endswith((".png", ".npz")):
