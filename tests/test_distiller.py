@@ -33,6 +33,7 @@ def assert_weights_equal(a, b, **tol):
         np.testing.assert_allclose(wa, wb, **tol)
 
 
+@pytest.mark.slow
 def test_learns_one_step_sampler_from_exact_teacher():
     """2-D mixture of 8 Gaussians, (40, 1): 1-step student vs the teacher's 40-step Heun samples."""
     import tensorflow as tf
@@ -131,6 +132,7 @@ def test_only_student_is_trainable():
         v.path for v in distiller.student.trainable_variables]
 
 
+@pytest.mark.slow
 @once
 def test_checkpoint_resumes_on_another_backend(tmp_path):
     """Checkpointed under PyTorch, resumed under JAX and TensorFlow (and the reverse from JAX): each
@@ -156,6 +158,7 @@ def test_checkpoint_resumes_on_another_backend(tmp_path):
                 np.testing.assert_allclose(resumed[f"arr_{i}"], reference[f"arr_{i}"], atol=5e-4)
 
 
+@pytest.mark.slow
 @once
 def test_cross_backend_parity(tmp_path):
     here = os.path.dirname(__file__)

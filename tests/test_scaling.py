@@ -59,6 +59,7 @@ def test_micro_batches_must_split_the_batch():
         trainer.fit(np.zeros((8, 2), "float32"), batch_size=8, verbose=0)
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_distillation_tracks_float32():
     """The bundled digits teacher (`ddpmpp_small`) distilled into a perturbed copy in float32 and in
     mixed_bfloat16: the same draws and data, the running losses within 8% at every step."""
@@ -86,6 +87,7 @@ def test_mixed_bfloat16_distillation_tracks_float32():
     np.testing.assert_allclose(losses["mixed_bfloat16"], losses["float32"], rtol=0.08)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(keras.config.backend() == "torch", reason="Keras trains data-parallel on JAX and TensorFlow")
 def test_data_parallel_on_two_devices_equals_one_device():
     """`keras.distribution.DataParallel` (JAX) or `MirroredStrategy` (TensorFlow) over two CPU devices,

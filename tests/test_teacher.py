@@ -80,6 +80,7 @@ def _save(model, path):
     return str(path)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(TEACHER), reason="bundled digits teacher not built")
 def test_bundled_digits_teacher_samples_are_digit_like():
     teacher = keras.saving.load_model(TEACHER)

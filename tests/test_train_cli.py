@@ -48,6 +48,7 @@ def finished(tmp_path_factory):
     return workdir, result.stdout
 
 
+@pytest.mark.slow
 def test_cli_trains_teacher_then_distills(finished):
     workdir, stdout = finished
     for name in ("config.json", "teacher.keras", "student.keras", "comparison.png", "distill_metrics.json",
@@ -73,6 +74,7 @@ def test_cli_trains_teacher_then_distills(finished):
     assert x.shape == (4, 8, 8, 1) and np.abs(x).max() <= 1.0
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_result(finished, tmp_path):
     """Killed after its first checkpoint, then resumed data-parallel (two devices on JAX, a
     MirroredStrategy on TensorFlow): the uninterrupted single-device run's student."""
