@@ -11,7 +11,6 @@ state continue exactly, so the result equals an uninterrupted run's.
 
 import fcntl
 import glob
-import hashlib
 import json
 import os
 import time
@@ -22,7 +21,7 @@ import numpy as np
 from keras_tract import backend, builders
 from keras_tract.callbacks import Progress, ScalarLogger
 from keras_tract.evaluation import compare_samplers, comparison_image, format_table
-from keras_tract.images import atomic_path, grid, save_png, to_uint8, write_atomic
+from keras_tract.images import atomic_path, grid, save_png, sha256, to_uint8, write_atomic
 from keras_tract.solvers import sample
 from keras_tract.trainer import check_batch_size, first_batch
 
@@ -59,14 +58,6 @@ def check_workdir(workdir, config):
     if changed:
         raise ValueError(f"--workdir={workdir} holds a run with another config (differs in {', '.join(changed)}); "
                          "use a new --workdir or the same config.")
-
-
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Run:

@@ -1,6 +1,7 @@
-"""Image output: EDM's uint8 quantization, sample grids, atomic writes."""
+"""Image output: EDM's uint8 quantization, sample grids, atomic writes, file digests."""
 
 import contextlib
+import hashlib
 import os
 
 import numpy as np
@@ -37,6 +38,15 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def sha256(path):
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_atomic(path, data):

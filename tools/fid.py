@@ -138,9 +138,9 @@ def main(argv):
 
 
 def convert(source):
-    from keras_tract.fid.convert import assign_state_dict, load_state_dict, sha256
+    from keras_tract.fid.convert import assign_state_dict, load_state_dict
     from keras_tract.fid.inception import fid_inception
-    from keras_tract.images import atomic_path
+    from keras_tract.images import atomic_path, sha256
 
     if not FLAGS.out or not FLAGS.out.endswith(".weights.h5"):
         raise ValueError("convert needs --out=NAME.weights.h5")

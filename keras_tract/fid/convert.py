@@ -1,19 +1,8 @@
 """pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` state dict -> the Keras FID Inception's weights."""
 
-import hashlib
-
 import numpy as np
 
 BN_PARAMS = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
-
-
-def sha256(path):
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_state_dict(path):

@@ -5,9 +5,9 @@ import os
 import keras
 import numpy as np
 
-from keras_tract.fid.convert import sha256
 from keras_tract.fid.inception import Preprocess, fid_inception
 from keras_tract.fid.stats import FeatureStats
+from keras_tract.images import sha256
 
 WEIGHTS_ENV = "FID_INCEPTION_WEIGHTS"
 KERAS_IMAGENET = "keras-imagenet"
