@@ -74,7 +74,9 @@ class StopOnDivergence(keras.callbacks.Callback):
         self.limit, self.window = int(limit), int(window)
 
     def on_train_begin(self, logs=None):
-        self._recent, self._last = collections.deque(maxlen=self.window), None
+        skipped = getattr(self.model, "skipped_steps", None)
+        self._recent = collections.deque(maxlen=self.window)
+        self._last = None if skipped is None else int(keras.ops.convert_to_numpy(skipped))
 
     def on_train_batch_end(self, batch, logs=None):
         if not logs or "skipped" not in logs:

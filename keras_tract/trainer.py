@@ -61,7 +61,12 @@ def check_batch_size(batch, micro_batches, replicas=1):
 
 
 class Trainer(backend.TrainStep, keras.Model):
-    """Counters, random state and loss tracking shared by the distillers and `EDMTrainer`."""
+    """Counters, random state and loss tracking shared by the distillers and `EDMTrainer`.
+
+    `fit()` checks the first batch (`check_batch`; a subclass builds unbuilt models there) and adds
+    `callbacks.StopOnDivergence()` unless one is given: a run whose steps keep being skipped for a
+    non-finite loss or gradient stops with a `FloatingPointError` instead of running on.
+    """
 
     def __init__(self, seed=0, micro_batches=1, **kwargs):
         super().__init__(**kwargs)
