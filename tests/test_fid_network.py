@@ -112,3 +112,14 @@ def test_cli_stats_calc_compare_agree(tmp_path, reference, monkeypatch):
     monkeypatch.delenv("FID_INCEPTION_WEIGHTS", raising=False)
     with pytest.raises(FileNotFoundError, match="No FID Inception weights: pass --weights=PATH"):
         load_network(None, "tf1", 75, (16, 16))
+
+
+def test_convert_refuses_what_is_not_a_state_dict(tmp_path):
+    from keras_tract.fid.convert import load_state_dict
+
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    for name in ("notes.txt", "array.npy"):
+        with pytest.raises(ValueError, match=f"{name} is not a PyTorch state dict of tensors") as error:
+            load_state_dict(str(tmp_path / name))
+        assert "weights_only=False" not in str(error.value)  # no advice to run a file's code

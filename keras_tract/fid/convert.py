@@ -6,10 +6,17 @@ BN_PARAMS = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "
 
 
 def load_state_dict(path):
-    """The `.pth` state dict as NumPy arrays (needs torch)."""
+    """The `.pth` state dict as NumPy arrays (needs torch). Only tensors are read (`weights_only`):
+    a file that is not such a state dict fails in one line and no code from it runs."""
     import torch
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{path} is not a PyTorch state dict of tensors ({first[:200]}).") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} is not a PyTorch state dict of tensors (it holds a {type(state).__name__}).")
     return {key: value.numpy() for key, value in state.items()}
 
 
