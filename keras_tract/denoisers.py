@@ -149,7 +149,7 @@ class EDMPrecond(Denoiser):
     Example:
     >>> net = keras_tract.networks.MLPNetwork(hidden=64)
     >>> denoiser = keras_tract.EDMPrecond(net)
-    >>> denoiser(np.zeros((4, 2)), np.full((4,), 1.0)).shape
+    >>> tuple(denoiser(np.zeros((4, 2)), np.full((4,), 1.0)).shape)
     (4, 2)
     """
 

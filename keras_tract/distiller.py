@@ -310,10 +310,16 @@ class TRACTDistiller(Distiller):
             their mean gradient once (the same step; less memory).
 
     Example:
-    >>> distiller = TRACTDistiller(teacher, student, KarrasSchedule(40), (40, 1), steps_per_phase=2000)
+    >>> angles = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    >>> means = 0.7 * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    >>> teacher = GaussianMixtureDenoiser(means, np.full(8, 0.05), np.ones(8))  # an exact teacher
+    >>> student = EDMPrecond(keras_tract.networks.MLPNetwork(hidden=64))       # built on the first batch
+    >>> distiller = TRACTDistiller(teacher, student, KarrasSchedule(40), (40, 1), steps_per_phase=20)
     >>> distiller.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-8))
-    >>> distiller.fit(dataset, epochs=1, steps_per_epoch=2000)
-    >>> x = distiller.generate(np.random.randn(16, 2))
+    >>> data = (means[np.arange(256) % 8] + 0.05 * np.random.randn(256, 2)).astype("float32")
+    >>> history = distiller.fit(data, batch_size=64, epochs=5, verbose=0)
+    >>> tuple(distiller.generate(np.random.randn(16, 2), steps=1).shape)
+    (16, 2)
     """
 
     def __init__(self, teacher, student, schedule, time_schedule=(40, 1), teacher_solver="heun",

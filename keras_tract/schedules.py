@@ -65,8 +65,8 @@ class KarrasSchedule(Schedule):
         rho: float > 0, the warping exponent.
 
     Example:
-    >>> KarrasSchedule(40).sigmas[:3]
-    array([0.   , 0.002, 0.00367...])
+    >>> KarrasSchedule(40).sigmas[:3].round(5)
+    array([0.     , 0.002  , 0.00368])
     """
 
     def __init__(self, num_steps=40, sigma_min=0.002, sigma_max=80.0, rho=7.0):

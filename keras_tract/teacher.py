@@ -59,9 +59,9 @@ class EDMTrainer(Trainer):
         micro_batches: int, gradient accumulation as in `TRACTDistiller`.
 
     Example:
-    >>> trainer = EDMTrainer(EDMPrecond(keras_tract.networks.get("ddpmpp_small")))
-    >>> trainer.compile(optimizer=keras.optimizers.Adam(LinearRampUp(1e-3, 1000), epsilon=1e-8))
-    >>> trainer.fit(keras_tract.data.digits(batch_size=128), steps_per_epoch=1000)
+    >>> trainer = EDMTrainer(EDMPrecond(keras_tract.networks.get("mlp_small")))  # built on the first batch
+    >>> trainer.compile(optimizer=keras.optimizers.Adam(LinearRampUp(1e-3, 100), epsilon=1e-8))
+    >>> history = trainer.fit(keras_tract.data.digits(batch_size=128), steps_per_epoch=20, verbose=0)
     >>> trainer.ema.save("teacher.keras")
     """
 

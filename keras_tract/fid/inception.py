@@ -153,9 +153,11 @@ def fid_inception(mode="tf1", resolution=299, input_shape=(299, 299, 3)):
             the weights do not).
 
     Example:
-    >>> model = fid_inception()
-    >>> model.load_weights(path)  # from `tools/fid.py convert`
-    >>> pool3, _ = model.predict_on_batch(images)
+    >>> model = fid_inception(input_shape=(32, 32, 3))  # CIFAR-10 images, resized to 299 inside
+    >>> model.load_weights("fid_inception.weights.h5")  # doctest: +SKIP
+    >>> pool3, logits = model.predict_on_batch(np.zeros((2, 32, 32, 3)))
+    >>> pool3.shape, logits.shape
+    ((2, 2048), (2, 1008))
     """
     images = keras.Input(input_shape, name="images")
     x = Preprocess(mode, resolution, name="preprocess")(images)

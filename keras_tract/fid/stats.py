@@ -22,9 +22,12 @@ class FeatureStats:
         dim: feature dimension D.
 
     Example:
-    >>> stats = FeatureStats(2048)
-    >>> for features in batches: stats.update(features)   # (B, 2048)
+    >>> stats = FeatureStats(3)
+    >>> for features in np.split(np.arange(12.0).reshape(4, 3), 2):  # batches of (B, D) features
+    ...     _ = stats.update(features)
     >>> mu, sigma = stats.mu_sigma()
+    >>> mu, sigma.shape
+    (array([4.5, 5.5, 6.5]), (3, 3))
     """
 
     def __init__(self, dim):

@@ -32,7 +32,7 @@ class MLPNetwork(keras.layers.Layer):
 
     Example:
     >>> net = MLPNetwork(hidden=64, depth=2)
-    >>> net([np.zeros((3, 2)), np.zeros((3,))]).shape
+    >>> tuple(net([np.zeros((3, 2)), np.zeros((3,))]).shape)
     (3, 2)
     """
 

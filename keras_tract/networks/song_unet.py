@@ -35,7 +35,7 @@ class SongUNet(UNetBase):
 
     Example:
     >>> net = keras_tract.networks.get("ddpmpp_small")
-    >>> net([np.zeros((2, 8, 8, 1)), np.zeros((2,))]).shape
+    >>> tuple(net([np.zeros((2, 8, 8, 1)), np.zeros((2,))]).shape)
     (2, 8, 8, 1)
     """
 
