@@ -6,6 +6,7 @@ import re
 import keras
 import numpy as np
 import pytest
+from helpers.common import once
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,6 +18,7 @@ def readme_example():
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@once  # the example is backend-agnostic; eager PyTorch runs it without compiling
 @pytest.mark.slow
 def test_readme_use_example_runs(tmp_path, monkeypatch):
     code = readme_example()
