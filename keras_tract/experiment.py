@@ -2,11 +2,13 @@
 
 A run lives in one workdir: `config.json`, `{stage}_checkpoint.keras` (the whole
 trainer with its optimizer and random state, replaced atomically every
-`run.checkpoint_every` steps), TensorBoard logs in `tensorboard/{stage}`, sample
-grids in `samples/`, and the results: `teacher.keras`, or `student.keras` (the
-inference EMA), `{stage}_metrics.json` and `comparison.png`. Running the same command
-again resumes from the checkpoint; the data stream, random draws and optimizer
-state continue exactly, so the result equals an uninterrupted run's.
+`run.checkpoint_every` steps; the one before it is kept as `.previous.keras`),
+`distill_identity.json` (the teacher file's SHA-256), TensorBoard logs in
+`tensorboard/{stage}`, sample grids in `samples/`, and the results: `teacher.keras`,
+or `student.keras` (the inference EMA), `{stage}_metrics.json` and `comparison.png`.
+Running the same command again resumes from the checkpoint; the data stream, random
+draws and optimizer state continue exactly, so the result equals an uninterrupted
+run's. One process at a time holds a workdir (`.lock`).
 """
 
 import fcntl

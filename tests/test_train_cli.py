@@ -236,3 +236,14 @@ def test_workdir_is_written_only_after_checks_and_guards_its_run(tmp_path):
         Run(config, str(workdir), teacher=paths[0]).build()
     with pytest.raises(ValueError, match="is a file, not a folder"):
         Run(config, str(workdir / "config.json"))
+
+
+def test_a_non_finite_result_is_never_saved():
+    from keras_tract.experiment import check_finite
+
+    model = keras_tract.EDMPrecond(keras_tract.networks.MLPNetwork(hidden=8, depth=1))
+    model(np.zeros((1, 2), "float32"), np.ones((1,), "float32"))
+    check_finite(model, "the student")
+    model.network.proj_out[0].assign(np.full((8, 2), np.nan, "float32"))
+    with pytest.raises(FloatingPointError, match="Not saving the student: 1 of its weights hold NaN or infinity"):
+        check_finite(model, "the student")
