@@ -11,6 +11,7 @@ feeds `fit()` on every Keras backend.
 """
 
 import os
+import struct
 
 import numpy as np
 import tensorflow as tf
@@ -158,15 +159,58 @@ def list_images(path):
     return files
 
 
+def image_size(file):
+    """`(height, width)` from the header of a PNG, GIF, BMP or JPEG file, without decoding it;
+    ValueError naming the file when the header cannot be read."""
+    with open(file, "rb") as f:
+        head = f.read(1 << 16)
+    try:
+        if head.startswith(b"\x89PNG\r\n\x1a\n"):
+            width, height = struct.unpack(">II", head[16:24])
+        elif head[:6] in (b"GIF87a", b"GIF89a"):
+            width, height = struct.unpack("<HH", head[6:10])
+        elif head.startswith(b"BM"):
+            width, height = struct.unpack("<ii", head[18:26])
+            height = abs(height)
+        elif head.startswith(b"\xff\xd8"):
+            height, width = _jpeg_size(head)
+        else:
+            raise ValueError("unknown format")
+    except (struct.error, ValueError) as error:
+        raise ValueError(f"Cannot read the image {file}: not a readable PNG, JPEG, GIF or BMP ({error}).") from None
+    return int(height), int(width)
+
+
+def _jpeg_size(head):
+    """`(height, width)` of the first start-of-frame segment of JPEG bytes."""
+    i = 2
+    while i + 9 < len(head):
+        if head[i] != 0xFF:
+            raise ValueError("corrupt JPEG segments")
+        marker, length = head[i + 1], struct.unpack(">H", head[i + 2:i + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return struct.unpack(">HH", head[i + 5:i + 9])
+        i += 2 + length
+    raise ValueError("no JPEG frame header in the first 64 KiB")
+
+
 def image_folder(path, batch_size, resolution=None, channels=3, flip=False, seed=0, start=0, repeat=True):
     """All images under `path` (recursively), decoded with `channels` channels.
 
-    Images must share one size, or `resolution` resizes them (area) to a square.
-    `repeat=False` gives one pass over every image.
+    Images must share one size, or `resolution` resizes them (area) to a square. Every file's
+    header is read first, so an unreadable file or a folder of mixed sizes fails at once, in one
+    line that names a file. `repeat=False` gives one pass over every image.
     """
     files = list_images(path)
-    first = tf.io.decode_image(tf.io.read_file(files[0]), channels=channels, expand_animations=False)
-    size = (resolution, resolution) if resolution else tuple(first.shape[:2])
+    sizes = {}
+    for file in files:
+        sizes.setdefault(image_size(file), file)
+    if len(sizes) > 1 and not resolution:
+        (a, file_a), (b, file_b) = list(sizes.items())[:2]
+        raise ValueError(f"Images under {path} differ in size ({file_a} is {a[1]}x{a[0]} pixels, {file_b} "
+                         f"{b[1]}x{b[0]}); pass resolution= (data.resolution in a config) to resize them to one "
+                         "square size.")
+    size = (resolution, resolution) if resolution else next(iter(sizes))
 
     def load(file):
         image = tf.io.decode_image(tf.io.read_file(file), channels=channels, expand_animations=False)

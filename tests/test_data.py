@@ -95,3 +95,18 @@ def test_bad_inputs(tmp_path):
         data.digits(0)
     with pytest.raises(FileNotFoundError, match="'cifar10' is not prepared in .*nodata.*data.download=True"):
         data.cifar10(8, data_dir=str(tmp_path / "nodata"))  # offline by default: no minutes of retries
+
+
+def test_image_folders_are_checked_from_their_headers(tmp_path):
+    rng = np.random.default_rng(5)
+    for name, size, encode in (("a.png", (6, 5), tf.io.encode_png), ("b.jpg", (7, 9), tf.io.encode_jpeg)):
+        image = rng.integers(0, 255, size + (3,), dtype=np.uint8)
+        tf.io.write_file(str(tmp_path / name), encode(image))
+        assert data.image_size(str(tmp_path / name)) == size  # (height, width) read without decoding
+    with pytest.raises(ValueError, match=r"differ in size \(.*a.png is 5x6 pixels, .*b.jpg 9x7\); pass "
+                                         r"resolution= \(data.resolution in a config\)"):
+        data.image_folder(str(tmp_path), 2)
+    assert batches(data.image_folder(str(tmp_path), 2, resolution=4), 1)[0].shape == (2, 4, 4, 3)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00")
+    with pytest.raises(ValueError, match=r"Cannot read the image .*broken.png: not a readable PNG, JPEG"):
+        data.image_folder(str(tmp_path), 2, resolution=4)
