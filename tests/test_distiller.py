@@ -223,7 +223,7 @@ def test_binary_distiller_halves_through_its_phases():
 def test_divergence_stops_fit_and_nan_data_is_refused():
     teacher = GaussianMixtureDenoiser(*circle_mixture())
     distiller = TRACTDistiller(teacher, mlp_student(seed=2), KarrasSchedule(40), (40, 1), steps_per_phase=100)
-    distiller.compile(optimizer=keras.optimizers.SGD(1e12))
+    distiller.compile(optimizer=keras.optimizers.SGD(1e12), run_eagerly=True)  # a few steps: skip compiling
     x = mixture_data(8 * 40)
     with pytest.raises(FloatingPointError, match=r"Training diverged: 5 of the last \d+ steps had a non-finite"):
         distiller.fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0)
@@ -242,7 +242,7 @@ def test_unbuilt_students_build_like_keras_models(tmp_path):
     distiller = TRACTDistiller(GaussianMixtureDenoiser(*circle_mixture()), student, KarrasSchedule(40),
                                (40, 8, 1), steps_per_phase=1)
     assert not student.built and distiller.inference_student is None  # the mixture has no input shape
-    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1), run_eagerly=True)  # two steps: skip compiling
     distiller.fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0)
     assert student.built and int(to_numpy(distiller.phase)) == 1
     for copy in (distiller.inference_student, distiller.self_teacher, distiller.phase_teacher):
@@ -257,7 +257,7 @@ def test_unbuilt_students_build_like_keras_models(tmp_path):
     TRACTDistiller(teacher, student, KarrasSchedule(40), steps_per_phase=10)
     assert keras_tract.denoisers.image_shape(student) == (4, 4, 1)
     trainer = keras_tract.EDMTrainer(keras_tract.EDMPrecond(keras_tract.networks.MLPNetwork(hidden=8, depth=1)))
-    trainer.compile(optimizer=keras.optimizers.SGD(0.1))
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1), run_eagerly=True)
     trainer.fit(x, batch_size=8, epochs=1, verbose=0)
     assert len(trainer.ema.weights) == len(trainer.denoiser.weights) > 0
     with pytest.raises(ValueError, match="steps_per_phase=0"):

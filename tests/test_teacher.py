@@ -106,7 +106,7 @@ def test_dropout_masks_change_every_step_and_resume_exactly(tmp_path):
     denoiser = keras_tract.EDMPrecond(network)
     denoiser(np.zeros((1, 2), "float32"), np.ones((1,), "float32"))
     trainer = EDMTrainer(denoiser, seed=1)
-    trainer.compile(optimizer=keras.optimizers.SGD(0.05))
+    trainer.compile(optimizer=keras.optimizers.SGD(0.05), run_eagerly=True)  # the same train_step, uncompiled
     x = np.random.default_rng(4).uniform(-1, 1, (8, 2)).astype("float32")
 
     def next_mask(model):

@@ -181,6 +181,7 @@ def test_cli_errors_are_one_line(tmp_path):
         "train.py: error: Config value distill.loss='l1' must be one of ['edm', 'snr_trunc'].")
 
 
+@once  # tf.data and NumPy, the same on every backend
 def test_fd_reference_is_held_out_each_image_once_and_labelled(tmp_path):
     from keras_tract.builders import reference_images
 
@@ -205,6 +206,7 @@ def test_fd_reference_is_held_out_each_image_once_and_labelled(tmp_path):
     assert reference_images(config_lib.override(digits, "evaluate.reference_split=None")) == (None, None)
 
 
+@once  # workdir and file logic, the same on every backend
 def test_workdir_is_written_only_after_checks_and_guards_its_run(tmp_path):
     config = config_lib.load(DIGITS, TINY)
     teacher = keras_tract.EDMPrecond(keras_tract.networks.get("mlp_small"))

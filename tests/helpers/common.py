@@ -6,12 +6,12 @@ import keras
 import numpy as np
 import pytest
 
-# For tests that run their own processes (a CLI, every backend): one run is enough. They go with
-# the PyTorch suite, which tests/run.sh runs beside the slower JAX suite.
+# For tests that start their own processes (a CLI, every backend) or test backend-independent logic:
+# one run is enough. They go with the PyTorch suite, which tests/run.sh runs beside the slower JAX suite.
 once = pytest.mark.skipif(
     keras.config.backend() != "torch" and os.environ.get("KERAS_TRACT_RUN_ONCE") != "1",
-    reason="runs its own processes on every backend: it runs with the torch suite (tests/run.sh); "
-           "KERAS_TRACT_RUN_ONCE=1 runs it here")
+    reason="runs once, with the torch suite (tests/run.sh): it starts its own processes or tests no "
+           "backend-specific code; KERAS_TRACT_RUN_ONCE=1 runs it here")
 
 
 
