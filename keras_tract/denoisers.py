@@ -64,9 +64,10 @@ class Denoiser(keras.Model):
     """Base class of the VE denoisers: validates and casts inputs, serializes `network`.
 
     `sampling` (saved with the model) records how the denoiser was trained to sample: a dict
-    with `schedule` (a serialized `Schedule`), `solver`, `steps` and `clip_denoised`. Trainers
-    set it on the models they save; `tools/sample.py` and `tools/fid.py` sample that way by
-    default and refuse flags that contradict it.
+    with `schedule` (a serialized `Schedule`), `solver` and `steps` (DDIM clips its denoised
+    estimates, as `sample_images` does). Trainers set it on the models they save;
+    `tools/sample.py` and `tools/fid.py` sample that way by default and refuse flags that
+    contradict it.
     """
 
     def __init__(self, network=None, sampling=None, **kwargs):

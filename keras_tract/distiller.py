@@ -121,7 +121,7 @@ class Distiller(Trainer):
         # The copies compute in float32 whatever the student's policy: targets and samples stay float32.
         self.inference_student = clone(self.student, "inference_student", dtype_policy="float32")
         self.inference_student.sampling = {"schedule": keras.saving.serialize_keras_object(self.schedule),
-                                           "solver": "ddim", "steps": self.time_schedule[-1], "clip_denoised": True}
+                                           "solver": "ddim", "steps": self.time_schedule[-1]}
         if self.uses_self_teacher:
             self.self_teacher = clone(self.student, "self_teacher", dtype_policy="float32")
         if self.num_phases > 1:

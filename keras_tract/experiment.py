@@ -235,8 +235,7 @@ class Run:
         if self.stage == "teacher":
             c = self.config["distill"]
             model.ema.sampling = {"schedule": keras.saving.serialize_keras_object(builders.schedule(self.config)),
-                                  "solver": c["teacher_solver"], "steps": c["num_steps"],
-                                  "clip_denoised": c["teacher_solver"] == "ddim"}
+                                  "solver": c["teacher_solver"], "steps": c["num_steps"]}
             save_atomic(model.ema, os.path.join(self.workdir, "teacher.keras"))
             print(f"Saved the teacher (EMA) to {os.path.join(self.workdir, 'teacher.keras')}")
         else:
