@@ -19,6 +19,18 @@ from keras_tract.teacher import EDMTrainer, LinearRampUp
 BUNDLED = {"bundled:digits": data.DIGITS_TEACHER}
 
 
+def teacher_file(teacher):
+    """The `.keras` file of a teacher: a path, a `BUNDLED` name, or a published name (`edm:...`,
+    `pd:...`: `keras_tract.convert.PUBLISHED`), downloaded and converted once into the Keras cache."""
+    if teacher in BUNDLED:
+        return BUNDLED[teacher]
+    if isinstance(teacher, str) and teacher.split(":", 1)[0] in ("edm", "pd") and not os.path.exists(teacher):
+        from keras_tract import convert
+
+        return convert.published(teacher)
+    return teacher
+
+
 def schedule(config):
     """The teacher's grid, `distill.schedule` with `distill.num_steps` levels."""
     return schedules.get(config["distill"]["schedule"], config["distill"]["num_steps"])

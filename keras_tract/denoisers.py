@@ -67,13 +67,15 @@ class Denoiser(keras.Model):
     with `schedule` (a serialized `Schedule`), `solver` and `steps` (DDIM clips its denoised
     estimates, as `sample_images` does). Trainers set it on the models they save;
     `tools/sample.py` and `tools/fid.py` sample that way by default and refuse flags that
-    contradict it.
+    contradict it. `source` (also saved) records the checkpoint a converted teacher came from:
+    its `file`, `format` and `sha256` (`keras_tract.convert`).
     """
 
-    def __init__(self, network=None, sampling=None, **kwargs):
+    def __init__(self, network=None, sampling=None, source=None, **kwargs):
         super().__init__(**kwargs)
         self.network = network
         self.sampling = None if sampling is None else dict(sampling)
+        self.source = None if source is None else dict(source)
 
     def prepare(self, x, sigma):
         """Returns float32 `x`, float32 `sigma` `(B,)` and `sigma` shaped `(B, 1, ..., 1)`."""
@@ -116,6 +118,8 @@ class Denoiser(keras.Model):
         config = super().get_config()
         if self.sampling is not None:
             config["sampling"] = self.sampling
+        if self.source is not None:
+            config["source"] = self.source
         if self.network is not None:
             config["network"] = keras.saving.serialize_keras_object(self.network)
         return config

@@ -87,7 +87,7 @@ class Run:
         if teacher is None and stage == "distill":
             own = os.path.join(workdir, "teacher.keras")
             teacher = own if os.path.isfile(own) else config["distill"]["teacher"]
-        self.teacher_path = builders.BUNDLED.get(teacher, teacher)
+        self.teacher = self.teacher_path = teacher
         spec = builders.dataset(config).element_spec
         x, labels = spec if isinstance(spec, tuple) else (spec, None)
         self.shape = tuple(x.shape[1:])
@@ -107,8 +107,9 @@ class Run:
         self.lock()
         identity = {}
         if self.stage == "distill":
-            if not self.teacher_path:
+            if not self.teacher:
                 raise ValueError("No teacher given: pass --teacher=PATH.keras (the config's distill.teacher is None).")
+            self.teacher_path = builders.teacher_file(self.teacher)
             if not os.path.isfile(self.teacher_path):
                 raise FileNotFoundError(f"File not found: --teacher={self.teacher_path}")
             identity = {"teacher_sha256": sha256(self.teacher_path)}

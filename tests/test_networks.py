@@ -23,6 +23,7 @@ def small_inputs(label_dim=0, batch=2, seed=0):
     return inputs
 
 
+@once  # counting is the same on every backend
 @pytest.mark.parametrize("name, count", [
     ("ncsnpp_cifar10", 56.40e6), ("ddpmpp_cifar10", 55.73e6), ("adm_imagenet64", 295.90e6)])
 def test_edm_parameter_counts(name, count, monkeypatch):
@@ -31,6 +32,14 @@ def test_edm_parameter_counts(name, count, monkeypatch):
     net = networks.get(name)  # built for the preset's dataset at once, as keras-hub backbones
     assert abs(net.count_params() - count) / count < 1e-3, net.count_params()
     assert keras_tract.denoisers.image_shape(keras_tract.EDMPrecond(net)) == networks.IMAGE_SHAPES[name]
+
+
+@once
+@pytest.mark.parametrize("name, count", [("pd_cifar10", 60.0e6), ("pd_imagenet64", 295.9e6)])
+def test_progressive_distillation_parameter_counts(name, count, monkeypatch):
+    monkeypatch.setattr(layers, "weight_initializer", lambda *args: "zeros")
+    net = networks.get(name)
+    assert abs(net.count_params() - count) / count < 1e-3, net.count_params()
 
 
 @pytest.mark.parametrize("name", SMALL)

@@ -13,6 +13,7 @@ from helpers.common import once
 
 import keras_tract
 from keras_tract import config as config_lib
+from keras_tract import convert
 from keras_tract.experiment import Run
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
@@ -158,6 +159,7 @@ def test_shipped_configs_validate(name):
     ts, distill = config["distill"]["time_schedule"], config["distill"]
     keras_tract.distiller.check_time_schedule(ts, distill["num_steps"])
     assert distill["train_len"] % config["data"]["batch_size"] == 0
+    assert distill["teacher"] in keras_tract.builders.BUNDLED or distill["teacher"] in convert.PUBLISHED
 
 
 def test_missing_or_misfit_teacher_and_changed_config_fail_clearly(tmp_path):

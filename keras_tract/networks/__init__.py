@@ -1,6 +1,7 @@
 """Raw networks F called on `[x, c_noise]` or `[x, c_noise, labels]`, and presets by name."""
 
 from keras_tract.networks.dhariwal_unet import DhariwalUNet
+from keras_tract.networks.google_unet import GoogleUNet
 from keras_tract.networks.mlp import MLPNetwork
 from keras_tract.networks.song_unet import SongUNet
 
@@ -19,11 +20,20 @@ PRESETS = {
     "ddpmpp_small": (SongUNet, dict(_SMALL)),
     "adm_small": (DhariwalUNet, dict(_SMALL, channels_per_head=16)),
     "mlp_small": (MLPNetwork, dict(hidden=128, depth=3)),
+    # Progressive distillation's teachers (diffusion_distillation/config/{cifar,imagenet64}_base.py).
+    "pd_cifar10": (GoogleUNet, dict(model_channels=256, emb_channels=1024, channel_mult=[1, 1, 1], num_blocks=3,
+                                    attn_resolutions=[8, 16], num_heads=1, dropout=0.2)),
+    "pd_imagenet64": (GoogleUNet, dict(model_channels=192, emb_channels=768, channel_mult=[1, 2, 3, 4],
+                                       num_blocks=3, attn_resolutions=[8, 16, 32], num_heads=None, head_dim=64,
+                                       dropout=0.1, label_dim=1000, out_channels=6)),
+    "pd_small": (GoogleUNet, dict(model_channels=32, emb_channels=64, channel_mult=[1, 2], num_blocks=1,
+                                  attn_resolutions=[4], dropout=0.0)),
 }
 
 
 # The image shapes of the presets' datasets (EDM's `img_resolution`, `in_channels`).
-IMAGE_SHAPES = {"ncsnpp_cifar10": (32, 32, 3), "ddpmpp_cifar10": (32, 32, 3), "adm_imagenet64": (64, 64, 3)}
+IMAGE_SHAPES = {"ncsnpp_cifar10": (32, 32, 3), "ddpmpp_cifar10": (32, 32, 3), "adm_imagenet64": (64, 64, 3),
+                "pd_cifar10": (32, 32, 3), "pd_imagenet64": (64, 64, 3)}
 
 
 def get(name, image_shape="preset", **overrides):
@@ -52,4 +62,4 @@ def get(name, image_shape="preset", **overrides):
     return network
 
 
-__all__ = ["DhariwalUNet", "IMAGE_SHAPES", "MLPNetwork", "PRESETS", "SongUNet", "get"]
+__all__ = ["DhariwalUNet", "GoogleUNet", "IMAGE_SHAPES", "MLPNetwork", "PRESETS", "SongUNet", "get"]

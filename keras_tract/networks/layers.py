@@ -5,6 +5,7 @@ Names follow EDM's `training/networks.py` so weights map one to one:
 as (kh, kw, in, out). Resampling filters are constants, not weights.
 """
 
+import contextlib
 import math
 import random
 
@@ -13,10 +14,23 @@ import numpy as np
 from keras import ops
 from keras.saving import register_keras_serializable
 
+_ZERO_INIT = []
+
+
+@contextlib.contextmanager
+def zero_init():
+    """Layers built inside start from zeros instead of random draws: for weights that are assigned
+    next (a checkpoint conversion), which then skips drawing hundreds of millions of random numbers."""
+    _ZERO_INIT.append(True)
+    try:
+        yield
+    finally:
+        _ZERO_INIT.pop()
+
 
 def weight_initializer(mode, scale=1.0):
     """EDM's `weight_init` modes as Keras initializers, scaled by `scale` (EDM's `init_weight`)."""
-    if scale == 0:
+    if scale == 0 or _ZERO_INIT:
         return "zeros"
     if mode == "xavier_uniform":
         return keras.initializers.VarianceScaling(scale**2, "fan_avg", "uniform")
@@ -29,7 +43,7 @@ def weight_initializer(mode, scale=1.0):
 
 def bias_initializer(mode, fan_in, fan_out, scale):
     """EDM's bias init: the weight distribution for the layer's fans, times `scale` (EDM's `init_bias`)."""
-    if scale == 0:
+    if scale == 0 or _ZERO_INIT:
         return "zeros"
     limit = {"xavier_uniform": math.sqrt(6 / (fan_in + fan_out)), "kaiming_uniform": math.sqrt(3 / fan_in)}[mode]
     return keras.initializers.RandomUniform(-limit * scale, limit * scale)
@@ -319,7 +333,8 @@ class FourierEmbedding(keras.layers.Layer):
 
     def build(self, input_shape):
         self.freqs = self.add_weight(shape=(self.num_channels // 2,), name="freqs", trainable=False,
-                                     initializer=keras.initializers.RandomNormal(stddev=self.scale))
+                                     initializer="zeros" if _ZERO_INIT else
+                                     keras.initializers.RandomNormal(stddev=self.scale))
 
     def call(self, x):
         x = ops.cast(x, "float32")[:, None] * (2 * np.pi * ops.cast(self.freqs, "float32"))
