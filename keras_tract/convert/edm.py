@@ -28,8 +28,8 @@ MODEL_DEFAULTS = {
     "DhariwalUNet": (DhariwalUNet, dict(
         _COMMON, model_channels=192, channel_mult=[1, 2, 3, 4], num_blocks=3, attn_resolutions=[32, 16, 8])),
 }
-# Arguments that do not change the network a sampler sees.
-_INFERENCE_ONLY = ("img_resolution", "in_channels", "out_channels", "augment_dim", "dropout", "label_dropout")
+# Arguments the Keras network does not take: the image shape (its build shape) and training-only ones.
+_NOT_NETWORK_ARGS = ("img_resolution", "in_channels", "out_channels", "augment_dim", "dropout", "label_dropout")
 
 
 def read(path):
@@ -54,7 +54,7 @@ def network_from(precond):
         raise ValueError(f"Unsupported EDM model {name!r}; expected one of {sorted(MODEL_DEFAULTS)}.")
     cls, defaults = MODEL_DEFAULTS[model.class_name]
     kwargs = {**defaults, **model.init_kwargs}
-    unknown = sorted(set(kwargs) - set(defaults) - set(_INFERENCE_ONLY))
+    unknown = sorted(set(kwargs) - set(defaults) - set(_NOT_NETWORK_ARGS))
     if unknown:
         raise ValueError(f"Unknown {model.class_name} arguments {unknown} in the pickle.")
     notes = [f"EDM {model.class_name}: dropout {kwargs['dropout']} (training) -> 0"]
@@ -62,7 +62,7 @@ def network_from(precond):
         notes.append(f"augmentation labels (augment_dim={kwargs['augment_dim']}) dropped: zero at inference")
     if args["use_fp16"]:
         notes.append("use_fp16=True in the pickle: computed in float32")
-    network_args = {k: v for k, v in kwargs.items() if k not in _INFERENCE_ONLY and k != "label_dropout"}
+    network_args = {k: v for k, v in kwargs.items() if k not in _NOT_NETWORK_ARGS}
     for key in ("channel_mult", "attn_resolutions", "resample_filter"):
         if key in network_args:
             network_args[key] = [int(v) for v in network_args[key]]
@@ -116,8 +116,7 @@ def convert(path):
         network.build([(None, *shape), (None,)] + labels)
     weights = WeightMap(network, path)
     keys = _assign(weights, network, precond)
-    for note in notes:
-        weights.notes.append(note)
+    weights.notes.extend(notes)
     report = weights.report(keys)
     denoiser = EDMPrecond(network, sigma_data=float(args["sigma_data"]), name="teacher")
     denoiser.build((None, *shape), (None,))

@@ -8,7 +8,7 @@ class WeightMap:
 
     `set` assigns a source array, `use` marks a source tensor read but not stored (a
     checked constant, a dropped input); `report` fails unless every source key was used
-    exactly once and every weight was set.
+    exactly once and every weight was set. `notes` collect what a report should say.
 
     Args:
         network: a built Keras layer.
@@ -18,14 +18,12 @@ class WeightMap:
     def __init__(self, network, source):
         self.network, self.source = network, source
         self.targets = {w.path.split("/", 1)[1]: w for w in network.weights}
-        self.assigned, self.used, self.notes = {}, {}, []
+        self.assigned, self.used, self.notes = {}, set(), []
 
-    def use(self, key, note=None):
+    def use(self, key):
         if key in self.used:
             raise ValueError(f"{self.source}: tensor {key!r} is used twice.")
-        self.used[key] = True
-        if note and note not in self.notes:
-            self.notes.append(note)
+        self.used.add(key)
 
     def set(self, path, array, key):
         """Assigns `array` (cast to float32) to the weight at `path`, from source tensor `key`."""
