@@ -21,5 +21,6 @@ def get_config():
         teacher_solver="ddim", clip_teacher=True,  # tc_distill.py clips the teacher step
         train_len=96 * 2**20, lr=2e-4, loss="snr_trunc", global_clipnorm=1.0,
         self_teacher_momentum=0.5, ema_residual=1e-3)
-    config["evaluate"].update(num_samples=1000, reference_split="test")
+    config["evaluate"].update(num_samples=1000, reference_split="test",
+                              fid_every=8 * 2**20, fid_samples=10_000)  # FID with --set=evaluate.fid_ref=STATS.npz
     return config

@@ -18,5 +18,6 @@ def get_config():
     config["distill"].update(
         teacher="edm:imagenet64-cond-adm", time_schedule=[40, 1], train_len=96 * 2**20, lr=1e-3,
         inference_momentum=0.99995)
-    config["evaluate"].update(num_samples=1000, reference_split="validation")
+    config["evaluate"].update(num_samples=1000, reference_split="validation",
+                              fid_every=8 * 2**20, fid_samples=10_000)  # FID with --set=evaluate.fid_ref=STATS.npz
     return config

@@ -11,6 +11,23 @@ import keras
 import numpy as np
 
 
+def _scalar_metadata():
+    from tensorflow.core.framework import summary_pb2
+
+    return summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+
+
+def write_scalars(logdir, step, scalars):
+    """Writes `{name: float}` to the TensorBoard folder `logdir` at `step` (for values made outside `fit()`)."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(logdir)
+    with writer.as_default(step=step):
+        for name, value in scalars.items():
+            tf.summary.write(name, tf.constant(value, tf.float32), metadata=_scalar_metadata())
+    writer.close()
+
+
 class ScalarLogger(keras.callbacks.Callback):
     """Writes the step logs, the learning rate and images per second to TensorBoard every `every` steps.
 
@@ -28,11 +45,9 @@ class ScalarLogger(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         import tensorflow as tf
-        from tensorflow.core.framework import summary_pb2
 
         self._writer = tf.summary.create_file_writer(self.logdir)
-        self._metadata = summary_pb2.SummaryMetadata(
-            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+        self._metadata = _scalar_metadata()
         self._clock = (self.start_step, time.perf_counter())
 
     def on_train_batch_end(self, batch, logs=None):

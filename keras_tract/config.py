@@ -15,12 +15,14 @@ SECTIONS = ("data", "teacher", "distill", "run", "evaluate")
 # Keys whose default is None: the type a set value must have.
 OPTIONAL = {"data.data_dir": str, "data.path": str, "data.resolution": int, "data.key": str,
             "distill.teacher": str, "distill.inference_momentum": float, "distill.clip_teacher": bool,
-            "distill.global_clipnorm": float, "evaluate.reference_split": str, "evaluate.reference": str}
+            "distill.global_clipnorm": float, "evaluate.reference_split": str, "evaluate.reference": str,
+            "evaluate.fid_ref": str}
 POSITIVE = ("data.batch_size", "data.resolution", "teacher.train_len", "teacher.lr", "teacher.sigma_data",
             "teacher.p_std", "teacher.ema_halflife_kimg", "distill.train_len", "distill.lr", "distill.num_steps",
             "distill.global_clipnorm", "run.checkpoint_every", "run.log_every", "run.micro_batches",
-            "run.sample_every", "run.num_images", "evaluate.num_samples", "evaluate.batch_size")
-NON_NEGATIVE = ("teacher.lr_rampup", "distill.lr_warmup", "run.seed", "evaluate.seed")
+            "run.sample_every", "run.num_images", "evaluate.num_samples", "evaluate.batch_size",
+            "evaluate.fid_samples")
+NON_NEGATIVE = ("teacher.lr_rampup", "distill.lr_warmup", "run.seed", "evaluate.seed", "evaluate.fid_every")
 UNIT = ("distill.self_teacher_momentum", "distill.inference_momentum")  # in [0, 1)
 
 
@@ -95,6 +97,12 @@ def defaults():
             "reference_split": "test",  # held-out split of digits / TFDS data for the FD; None: no FD
             "reference": None,  # held-out images (folder or .npz) for the FD, any data source
             "steps": [1, 2],
+            # During distillation (keras_tract.fid.monitor): the student's FID at `steps` every `fid_every`
+            # training samples (0: never; checked at each checkpoint), from `fid_samples` images, against
+            # the statistics `fid_ref` (tools/fid.py stats, or EDM's fid-refs); needs FID Inception weights.
+            "fid_every": 0,
+            "fid_samples": 10_000,
+            "fid_ref": None,
         },
     }
 

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from keras_tract import backend, builders
-from keras_tract.callbacks import Progress, ScalarLogger
+from keras_tract.callbacks import Progress, ScalarLogger, write_scalars
 from keras_tract.evaluation import compare_samplers, comparison_image, format_table
 from keras_tract.images import atomic_path, grid, save_png, sha256, to_uint8, write_atomic
 from keras_tract.solvers import sample
@@ -94,6 +94,7 @@ class Run:
         self.num_classes = None if labels is None else int(labels.shape[-1])
         check_workdir(workdir, config)
         self._lock = None
+        self.fid = None  # a keras_tract.fid.monitor.FIDMonitor once `fid_monitor()` made one
 
     # --- building -------------------------------------------------------------
 
@@ -186,6 +187,8 @@ class Run:
         if done:
             print(f"Resuming {self.stage} from step {done} of {self.total_steps} ({self.checkpoint})")
         start = time.perf_counter()
+        if self.stage == "distill" and self.config["evaluate"]["fid_every"]:
+            self.fid_monitor()  # says now, once, if FID is off
         while done < self.total_steps:
             chunk = min(every - done % every, self.total_steps - done)
             callbacks = [ScalarLogger(os.path.join(self.workdir, "tensorboard", self.stage), run["log_every"],
@@ -201,7 +204,53 @@ class Run:
             save_atomic(model, self.checkpoint)
             if done // run["sample_every"] > (done - chunk) // run["sample_every"] or done == self.total_steps:
                 self.save_samples(model, done)
+            fid_every = self.config["evaluate"]["fid_every"] if self.stage == "distill" else 0
+            if fid_every and ((done * self.batch_size) // fid_every > ((done - chunk) * self.batch_size) // fid_every
+                              or done == self.total_steps):
+                self.report_fid(model, done)
         return time.perf_counter() - start
+
+    @property
+    def fid_path(self):
+        return os.path.join(self.workdir, "distill_fid.json")
+
+    def fid_monitor(self):
+        """The `FIDMonitor` of `evaluate.fid_*`, or None after saying once why FID is off."""
+        if self.fid is None:
+            from keras_tract.fid.monitor import FIDMonitor
+
+            e = self.config["evaluate"]
+            try:
+                if not e["fid_ref"]:
+                    raise FileNotFoundError("no reference statistics: set evaluate.fid_ref=STATS.npz "
+                                            "(tools/fid.py stats, or EDM's fid-refs)")
+                self.fid = FIDMonitor(e["fid_ref"], e["fid_samples"], e["steps"], self.shape, self.num_classes,
+                                      e["batch_size"], e["seed"])
+            except (FileNotFoundError, ValueError) as error:
+                print(f"FID during training is off: {' '.join(str(error).split())}")
+                self.fid = False
+        return self.fid or None
+
+    def report_fid(self, model, step):
+        """The student's FIDs now: printed, written to TensorBoard and appended to `distill_fid.json`."""
+        monitor = self.fid_monitor()
+        if monitor is None:
+            return
+        values = monitor(model)
+        samples = step * self.batch_size
+        print(f"FID at step {step} ({samples} samples, {monitor.num} images): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
+        write_scalars(os.path.join(self.workdir, "tensorboard", self.stage), step, values)
+        history = self.fid_history()
+        history.append({"step": step, "samples": samples, "images": monitor.num, **values})
+        write_atomic(self.fid_path, json.dumps(history, indent=2).encode())
+
+    def fid_history(self):
+        """The FIDs reported so far in this workdir (a resumed run continues the list)."""
+        if not os.path.isfile(self.fid_path):
+            return []
+        with open(self.fid_path) as f:
+            return json.load(f)
 
     def _noise(self, num, seed):
         rng = np.random.default_rng(seed)
@@ -242,6 +291,8 @@ class Run:
         else:
             save_atomic(model.inference_student, os.path.join(self.workdir, "student.keras"))
             metrics["evaluation"], metrics["fd_reference"] = self.evaluate(model)
+            if self.config["evaluate"]["fid_every"]:
+                metrics["fid"] = self.fid_history()
         write_atomic(os.path.join(self.workdir, f"{self.stage}_metrics.json"),
                      json.dumps(metrics, indent=2).encode())
         self.release()
