@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import scipy.linalg
-from helpers.common import mlp_student, to_numpy
+from helpers.common import mlp_student, once, to_numpy
 
 import keras_tract
 from keras_tract import EDMTrainer, KarrasSchedule, LinearRampUp, data
@@ -81,17 +81,18 @@ def _save(model, path):
 
 
 @pytest.mark.slow
+@once  # a property of the shipped file; the sampler has per-backend tests
 @pytest.mark.skipif(not os.path.exists(TEACHER), reason="bundled digits teacher not built")
 def test_bundled_digits_teacher_samples_are_digit_like():
     teacher = keras.saving.load_model(TEACHER)
-    noise = np.random.default_rng(0).standard_normal((500, 8, 8, 1)).astype("float32")
+    noise = np.random.default_rng(0).standard_normal((300, 8, 8, 1)).astype("float32")
     samples = np.clip(to_numpy(keras_tract.sample(teacher, KarrasSchedule(40), noise)), -1, 1)
     test = data.digits_arrays("test")[0] / 127.5 - 1
     train = data.digits_arrays("train")[0] / 127.5 - 1
     rng = np.random.default_rng(1)
     fd_samples = frechet(samples, test)
-    fd_noise = frechet(np.clip(rng.standard_normal((500, 64)), -1, 1), test)
-    fd_mean = frechet(train.mean(0, keepdims=True) + 1e-3 * rng.standard_normal((500, 8, 8, 1)), test)
+    fd_noise = frechet(np.clip(rng.standard_normal((300, 64)), -1, 1), test)
+    fd_mean = frechet(train.mean(0, keepdims=True) + 1e-3 * rng.standard_normal((300, 8, 8, 1)), test)
     fd_train = frechet(train, test)
     print(f"pixel FD to the test split: teacher {fd_samples:.2f}, train split {fd_train:.2f}, "
           f"mean image {fd_mean:.2f}, clipped noise {fd_noise:.2f}")
