@@ -592,6 +592,8 @@ def main(argv):
     settings = QUICK if f.quick else FULL
     cache_dir = f.cache_dir or default_cache_dir()
     if f.check:
+        if not os.path.exists(f"{out}.json"):
+            raise SystemExit(f"--check: {out}.json does not exist; run the study first (or pass its --out).")
         single_thread()
         _compilation_cache(cache_dir)
         import keras
@@ -603,8 +605,6 @@ def main(argv):
         check(study, f.check, cache_dir)
         return
     workers = len(os.sched_getaffinity(0)) if f.workers is None else f.workers
-    if workers:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     study = run_study(settings, out, workers=workers, cache_dir=cache_dir)
     print(f"Wrote {out}.json, .md and .png ({len(study['runs'])} runs, {study.get('wall_seconds', 0) / 60:.1f} min).")
 

@@ -12,6 +12,11 @@ once = pytest.mark.skipif(
     keras.config.backend() != "torch" and os.environ.get("KERAS_TRACT_RUN_ONCE") != "1",
     reason="runs once, with the torch suite (tests/run.sh): it starts its own processes or tests no "
            "backend-specific code; KERAS_TRACT_RUN_ONCE=1 runs it here")
+# The same for a test whose processes pick their own backend, sent to the JAX suite to balance tests/run.sh's lanes.
+once_beside_jax = pytest.mark.skipif(
+    keras.config.backend() != "jax" and os.environ.get("KERAS_TRACT_RUN_ONCE") != "1",
+    reason="runs once, with the JAX suite (tests/run.sh): its processes pick their own backend; "
+           "KERAS_TRACT_RUN_ONCE=1 runs it here")
 
 
 
