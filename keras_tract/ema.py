@@ -72,9 +72,10 @@ def ema_update(average, source, momentum, counter, active):
         decay = ops.cast(count, "float32") * math.log(momentum)
         rate = (1.0 - momentum) / -ops.expm1(ops.minimum(decay, -1e-30))
     rate = ops.where(active, rate, 0.0)
-    floats = [(a, s) for a, s in zip(average.weights, source.weights) if "float" in str(a.dtype)]
+    pairs = list(zip(average.weights, source.weights))
+    floats = [(a, s) for a, s in pairs if "float" in str(a.dtype)]
     backend.lerp_variables([a for a, _ in floats], [s for _, s in floats], rate)
-    for avg, src in zip(average.weights, source.weights):
+    for avg, src in pairs:
         if "float" not in str(avg.dtype):
             avg.assign(ops.where(active, src.value, avg.value))
     counter.assign(count)

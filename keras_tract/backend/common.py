@@ -5,6 +5,28 @@ import contextlib
 from keras import ops
 
 
+def conv(x, kernel, bias=None, padding="valid"):
+    """`ops.conv` of channels-last `x` `(B, H, W, I)` with a `(kh, kw, I, O)` kernel, plus `bias` `(O,)` or None."""
+    y = ops.conv(x, kernel, padding=padding)
+    return y if bias is None else y + bias
+
+
+def group_norm(x, groups, gamma, beta, eps):
+    """Group normalization of channels-last float32 `x` `(B, ..., C)` over pixels and `groups` groups of channels."""
+    shape = ops.shape(x)
+    batch, channels = shape[0], shape[-1]
+
+    def group_mean(h):
+        # The pixel mean first, a reduction along one axis, then the mean over each group's channels.
+        per_channel = ops.mean(ops.reshape(h, (batch, -1, channels)), axis=1)
+        per_group = ops.mean(ops.reshape(per_channel, (batch, groups, channels // groups)), axis=-1, keepdims=True)
+        per_channel = ops.broadcast_to(per_group, (batch, groups, channels // groups))
+        return ops.reshape(per_channel, (batch,) + (1,) * (len(shape) - 2) + (channels,))
+
+    h = x - group_mean(x)
+    return h * (ops.rsqrt(group_mean(ops.square(h)) + eps) * gamma) + beta
+
+
 def lerp_variables(targets, sources, rate):
     """`t <- t + rate (s - t)` for each pair of float variables; `rate` a scalar tensor."""
     for t, s in zip(targets, sources):

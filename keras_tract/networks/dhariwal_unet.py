@@ -101,21 +101,21 @@ class DhariwalUNet(UNetBase):
 
     def call(self, inputs, training=False):
         x, c_noise = inputs[0], inputs[1]
-        emb = ops.cast(self.map_noise(c_noise), self.compute_dtype)
-        emb = self.map_layer1(ops.silu(self.map_layer0(emb)))
+        emb = ops.cast(self.map_noise.call(c_noise), self.compute_dtype)
+        emb = self.map_layer1.call(ops.silu(self.map_layer0.call(emb)))
         if self.map_label is not None:
-            emb = emb + self.map_label(ops.cast(inputs[2], self.compute_dtype))
+            emb = emb + self.map_label.call(ops.cast(inputs[2], self.compute_dtype))
         emb = ops.silu(emb)
         x = ops.cast(x, self.compute_dtype)
         skips = []
         for layer in self.enc:
-            x = layer([x, emb], training=training) if isinstance(layer, UNetBlock) else layer(x)
+            x = layer.call([x, emb], training=training) if isinstance(layer, UNetBlock) else layer.call(x)
             skips.append(x)
         for layer, cin in zip(self.dec, self.dec_in_channels):
             if x.shape[-1] != cin:
                 x = ops.concatenate([x, skips.pop()], axis=-1)
-            x = layer([x, emb], training=training)
-        return self.out_conv(ops.silu(self.out_norm(x)))
+            x = layer.call([x, emb], training=training)
+        return self.out_conv.call(ops.silu(self.out_norm.call(x)))
 
     def get_config(self):
         return {**super().get_config(), "channels_per_head": self.channels_per_head}

@@ -12,7 +12,7 @@ import numpy as np
 from keras import ops
 from keras.saving import register_keras_serializable
 
-from keras_tract.networks.layers import Conv2D, Dropout, GroupNorm, Linear
+from keras_tract.networks.layers import Conv2D, Dropout, GroupNorm, Linear, attention
 
 LOGSNR_INPUTS = ("inv_cos", "linear", "sigmoid")
 _ZERO = {"init_weight": 0.0}
@@ -81,16 +81,16 @@ class GoogleResBlock(keras.layers.Layer):
 
     def call(self, inputs, training=False):
         x, emb = inputs
-        h = ops.silu(self.norm1(x))
+        h = ops.silu(self.norm1.call(x))
         if self.resample:
             h, x = _resample(h, self.resample), _resample(x, self.resample)
-        h = self.conv1(h)
-        scale, shift = ops.split(ops.cast(self.temb_proj(ops.silu(emb)), h.dtype)[:, None, None, :], 2, axis=-1)
-        h = ops.silu(self.norm2(h) * (1 + scale) + shift)
+        h = self.conv1.call(h)
+        scale, shift = ops.split(ops.cast(self.temb_proj.call(ops.silu(emb)), h.dtype)[:, None, None, :], 2, axis=-1)
+        h = ops.silu(self.norm2.call(h) * (1 + scale) + shift)
         if self.drop is not None:
-            h = self.drop(h, training=training)
-        h = self.conv2(h)
-        return (x if self.nin_shortcut is None else self.nin_shortcut(x)) + h
+            h = self.drop.call(h, training=training)
+        h = self.conv2.call(h)
+        return (x if self.nin_shortcut is None else self.nin_shortcut.call(x)) + h
 
     def compute_output_shape(self, input_shape):
         b, h, w, c = input_shape[0]
@@ -138,12 +138,9 @@ class GoogleAttention(keras.layers.Layer):
 
     def call(self, x):
         b, height, width, c = ops.shape(x)
-        h = ops.reshape(self.norm(x), (b, height * width, c))
-        q, k, v = (ops.cast(ops.reshape(f(h), (b, height * width, self.heads, c // self.heads)), "float32")
-                   for f in (self.q, self.k, self.v))
-        logits = ops.einsum("bqhd,bkhd->bhqk", q / np.sqrt(c // self.heads), k)
-        out = ops.einsum("bhqk,bkhd->bqhd", ops.softmax(logits, axis=-1), v)
-        out = self.proj_out(ops.cast(ops.reshape(out, (b, height * width, c)), x.dtype))
+        h = ops.reshape(self.norm.call(x), (b, height * width, c))
+        q, k, v = (ops.reshape(f(h), (b, height * width, self.heads, c // self.heads)) for f in (self.q.call, self.k.call, self.v.call))
+        out = self.proj_out.call(ops.reshape(attention(q, k, v), (b, height * width, c)))
         return x + ops.reshape(out, (b, height, width, c))
 
     def compute_output_shape(self, input_shape):
@@ -286,27 +283,27 @@ class GoogleUNet(keras.layers.Layer):
     def call(self, inputs, training=False):
         x, logsnr = inputs[0], ops.cast(inputs[1], "float32")
         emb = timestep_embedding(1000.0 * self.logsnr_input(logsnr), self.model_channels)
-        emb = self.dense1(ops.silu(self.dense0(ops.cast(emb, self.compute_dtype))))
+        emb = self.dense1.call(ops.silu(self.dense0.call(ops.cast(emb, self.compute_dtype))))
         if self.class_emb is not None:
-            emb = emb + self.class_emb(ops.cast(inputs[2], self.compute_dtype))
-        h = self.conv_in(ops.cast(x, self.compute_dtype))
+            emb = emb + self.class_emb.call(ops.cast(inputs[2], self.compute_dtype))
+        h = self.conv_in.call(ops.cast(x, self.compute_dtype))
         skips = [h]
         for key, layer in zip(self.keys, self.blocks):
             if key.startswith("up_") and "block" in key:
                 h = ops.concatenate([h, skips.pop()], axis=-1)
             if isinstance(layer, GoogleResBlock):
-                h = layer([h, emb], training=training)
+                h = layer.call([h, emb], training=training)
             elif isinstance(layer, GoogleAttention):
-                h = layer(h)
+                h = layer.call(h)
             elif key.endswith("downsample"):
-                h = layer(h)[:, 1::2, 1::2, :]  # Flax's stride-2 "SAME" conv pads (0, 1)
+                h = layer.call(h)[:, 1::2, 1::2, :]  # Flax's stride-2 "SAME" conv pads (0, 1)
             else:
-                h = layer(_resample(h, "up"))
+                h = layer.call(_resample(h, "up"))
             if key.startswith("down_") and "attn" not in key:
                 skips.append(h)
             elif key.startswith("down_"):
                 skips[-1] = h
-        return self.conv_out(ops.silu(self.norm_out(h)))
+        return self.conv_out.call(ops.silu(self.norm_out.call(h)))
 
     def compute_output_shape(self, input_shape):
         x_shape = tuple(input_shape[0])

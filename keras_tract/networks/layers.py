@@ -14,6 +14,8 @@ import numpy as np
 from keras import ops
 from keras.saving import register_keras_serializable
 
+from keras_tract import backend
+
 _ZERO_INIT = []
 
 
@@ -26,6 +28,14 @@ def zero_init():
         yield
     finally:
         _ZERO_INIT.pop()
+
+
+def cast(x, dtype):
+    """`x` (a tensor or variable) as `dtype`, through `ops.cast` only where the dtypes differ: a network
+    makes hundreds of these casts per call, and each op costs tens of microseconds of Python on PyTorch."""
+    value = x.value if isinstance(x, keras.Variable) else x
+    return value if keras.backend.standardize_dtype(value.dtype) == keras.backend.standardize_dtype(dtype) else (
+        ops.cast(value, dtype))
 
 
 def weight_initializer(mode, scale=1.0):
@@ -115,8 +125,8 @@ class Linear(keras.layers.Layer):
         ) if self.use_bias else None
 
     def call(self, x):
-        x = ops.matmul(x, ops.cast(self.kernel, x.dtype))
-        return x + ops.cast(self.bias, x.dtype) if self.bias is not None else x
+        x = ops.matmul(x, cast(self.kernel, x.dtype))
+        return x + cast(self.bias, x.dtype) if self.bias is not None else x
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.out_features,)
@@ -133,27 +143,40 @@ def _axis_slice(x, axis, start, stop, step=1):
 
 
 def _pad_axis(x, axis, before, after):
+    if not before and not after:
+        return x
     pads = [[0, 0]] * len(x.shape)
     pads[axis] = [before, after]
     return ops.pad(x, pads)
 
 
+def _weighted_sum(terms):
+    """`sum(weight * tensor)` without multiplying by a unit weight (each pass is a full-size op)."""
+    total = None
+    for weight, t in terms:
+        t = t if weight == 1.0 else weight * t
+        total = t if total is None else total + t
+    return total
+
+
 def _down_1d(x, taps, pad, axis):
     x = _pad_axis(x, axis, pad, pad)
     n = (x.shape[axis] - len(taps)) // 2 + 1
-    return sum(float(t) * _axis_slice(x, axis, i, i + 2 * (n - 1) + 1, 2) for i, t in enumerate(taps))
+    return _weighted_sum((float(t), _axis_slice(x, axis, i, i + 2 * (n - 1) + 1, 2)) for i, t in enumerate(taps))
 
 
 def _up_1d(x, taps, pad, axis):
     # Polyphase form of a stride-2 transposed convolution: y[2m + r] = sum_d taps[2d + r + pad] x[m - d].
     length, k = x.shape[axis], len(taps)
+    terms = [[(float(taps[2 * d + r + pad]), d) for d in range(-k, k + 1) if 0 <= 2 * d + r + pad < k]
+             for r in (0, 1)]
+    if terms == [[(1.0, 0)]] * 2:  # the [1, 1] filter: nearest-neighbour upsampling
+        return ops.repeat(x, 2, axis=axis)
     phases = []
-    for r in (0, 1):
-        ds = [d for d in range(-k, k + 1) if 0 <= 2 * d + r + pad < k]
-        reach = max(abs(d) for d in ds)
+    for phase in terms:
+        reach = max(abs(d) for _, d in phase)
         padded = _pad_axis(x, axis, reach, reach)
-        phases.append(sum(float(taps[2 * d + r + pad]) * _axis_slice(padded, axis, reach - d, reach - d + length)
-                          for d in ds))
+        phases.append(_weighted_sum((t, _axis_slice(padded, axis, reach - d, reach - d + length)) for t, d in phase))
     y = ops.stack(phases, axis=axis + 1)
     shape = list(ops.shape(x))
     shape[axis] = 2 * length
@@ -233,20 +256,21 @@ class Conv2D(keras.layers.Layer):
     def call(self, x):
         w_pad = self.kernel_size // 2
         f_pad = (len(self.resample_filter) - 1) // 2
-        w = None if self.kernel is None else ops.cast(self.kernel, x.dtype)
+        w = None if self.kernel is None else cast(self.kernel, x.dtype)
         if self.out_channels == 1 and w is not None:
             w = _dense_kernel_oihw(w)
+        bias = None if self.bias is None else cast(self.bias, x.dtype)
         if self.fused_resample and self.down and w is not None:
-            x = ops.conv(ops.pad(x, [[0, 0], [w_pad + f_pad] * 2, [w_pad + f_pad] * 2, [0, 0]]), w)
+            x = backend.conv(ops.pad(x, [[0, 0], [w_pad + f_pad] * 2, [w_pad + f_pad] * 2, [0, 0]]), w)
             x = downsample(x, self.resample_filter, 0)
-        else:
-            if self.up:
-                x = upsample(x, self.resample_filter, f_pad)
-            if self.down:
-                x = downsample(x, self.resample_filter, f_pad)
-            if w is not None:
-                x = ops.conv(x, w, padding="same") if w_pad else ops.conv(x, w)
-        return x + ops.cast(self.bias, x.dtype) if self.bias is not None else x
+            return x if bias is None else x + bias
+        if self.up:
+            x = upsample(x, self.resample_filter, f_pad)
+        if self.down:
+            x = downsample(x, self.resample_filter, f_pad)
+        if w is not None:
+            return backend.conv(x, w, bias, "same" if w_pad else "valid")
+        return x if bias is None else x + bias
 
     def compute_output_shape(self, input_shape):
         b, h, w, c = input_shape
@@ -280,14 +304,9 @@ class GroupNorm(keras.layers.Layer):
         self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
 
     def call(self, x):
-        dtype = x.dtype
-        shape = ops.shape(x)
-        h = ops.reshape(ops.cast(x, "float32"), tuple(shape[:-1]) + (self.groups, shape[-1] // self.groups))
-        axes = tuple(range(1, len(shape) - 1)) + (len(shape),)
-        mean = ops.mean(h, axis=axes, keepdims=True)
-        var = ops.mean(ops.square(h - mean), axis=axes, keepdims=True)
-        h = ops.reshape((h - mean) * ops.rsqrt(var + self.eps), shape)
-        return ops.cast(h * ops.cast(self.gamma, "float32") + ops.cast(self.beta, "float32"), dtype)
+        h = backend.group_norm(cast(x, "float32"), self.groups, cast(self.gamma, "float32"),
+                               cast(self.beta, "float32"), self.eps)
+        return cast(h, x.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -345,6 +364,17 @@ class FourierEmbedding(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_channels": self.num_channels, "scale": self.scale}
+
+
+def attention(q, k, v):
+    """`softmax(q k^T / sqrt(d)) v` in float32, cast back to `q`'s dtype; `(B, T, heads, d)` each.
+
+    `ops.dot_product_attention` runs the backend's fused kernel (PyTorch's
+    `scaled_dot_product_attention`: 3x the einsum form on CPU).
+    """
+    dtype = q.dtype
+    q, k, v = (cast(t, "float32") for t in (q, k, v))
+    return cast(ops.dot_product_attention(q, k, v), dtype)
 
 
 @register_keras_serializable(package="keras_tract")
@@ -411,31 +441,27 @@ class UNetBlock(keras.layers.Layer):
     def call(self, inputs, training=False):
         x, emb = inputs
         orig = x
-        x = self.conv0(ops.silu(self.norm0(x)))
-        params = ops.cast(self.affine(emb), x.dtype)[:, None, None, :]
+        x = self.conv0.call(ops.silu(self.norm0.call(x)))
+        params = cast(self.affine.call(emb), x.dtype)[:, None, None, :]
         if self.adaptive_scale:
             scale, shift = ops.split(params, 2, axis=-1)
-            x = ops.silu(shift + self.norm1(x) * (scale + 1))
+            x = ops.silu(shift + self.norm1.call(x) * (scale + 1))
         else:
-            x = ops.silu(self.norm1(x + params))
+            x = ops.silu(self.norm1.call(x + params))
         if self.drop is not None:
-            x = self.drop(x, training=training)
-        x = self.conv1(x)
-        x = (x + (self.skip(orig) if self.skip is not None else orig)) * self.skip_scale
+            x = self.drop.call(x, training=training)
+        x = self.conv1.call(x)
+        x = (x + (self.skip.call(orig) if self.skip is not None else orig)) * self.skip_scale
         if self.num_heads:
-            x = (self.proj(self.attend(self.qkv(self.norm2(x)))) + x) * self.skip_scale
+            x = (self.proj.call(self.attend(self.qkv.call(self.norm2.call(x)))) + x) * self.skip_scale
         return x
 
     def attend(self, qkv):
         """Multi-head self-attention over pixels; qkv channels interleaved per channel as in EDM."""
         batch, height, width, _ = ops.shape(qkv)
         heads, channels = self.num_heads, self.out_channels
-        per_head = channels // heads
-        qkv = ops.reshape(qkv, (batch, height * width, heads, per_head, 3))
-        q, k, v = (ops.cast(qkv[..., i], "float32") for i in range(3))
-        logits = ops.einsum("bqhc,bkhc->bhqk", q, k / np.sqrt(per_head))
-        weights = ops.cast(ops.softmax(logits, axis=-1), qkv.dtype)
-        out = ops.einsum("bhqk,bkhc->bqhc", weights, ops.cast(v, qkv.dtype))
+        qkv = ops.reshape(qkv, (batch, height * width, heads, channels // heads, 3))
+        out = attention(qkv[..., 0], qkv[..., 1], qkv[..., 2])
         return ops.reshape(out, (batch, height, width, channels))
 
     def compute_output_shape(self, input_shape):

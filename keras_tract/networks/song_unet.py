@@ -170,39 +170,39 @@ class SongUNet(UNetBase):
 
     def call(self, inputs, training=False):
         x, c_noise = inputs[0], inputs[1]
-        emb = self.map_noise(c_noise)
+        emb = self.map_noise.call(c_noise)
         half = emb.shape[-1] // 2
         emb = ops.concatenate([emb[:, half:], emb[:, :half]], axis=-1)  # [sin, cos] as EDM
         emb = ops.cast(emb, self.compute_dtype)
         if self.map_label is not None:
-            emb = emb + self.map_label(ops.cast(inputs[2], self.compute_dtype) * np.sqrt(self.label_dim))
-        emb = ops.silu(self.map_layer1(ops.silu(self.map_layer0(emb))))
+            emb = emb + self.map_label.call(ops.cast(inputs[2], self.compute_dtype) * np.sqrt(self.label_dim))
+        emb = ops.silu(self.map_layer1.call(ops.silu(self.map_layer0.call(emb))))
 
         x = ops.cast(x, self.compute_dtype)
         skips, aux = [], x
         for name, layer in zip(self.enc_keys, self.enc):
             if "aux_down" in name:
-                aux = layer(aux)
+                aux = layer.call(aux)
             elif "aux_skip" in name:
-                x = skips[-1] = x + layer(aux)
+                x = skips[-1] = x + layer.call(aux)
             elif "aux_residual" in name:
-                x = skips[-1] = aux = (x + layer(aux)) / np.sqrt(2)
+                x = skips[-1] = aux = (x + layer.call(aux)) / np.sqrt(2)
             else:
-                x = layer([x, emb], training=training) if isinstance(layer, UNetBlock) else layer(x)
+                x = layer.call([x, emb], training=training) if isinstance(layer, UNetBlock) else layer.call(x)
                 skips.append(x)
         aux = tmp = None
         for name, layer, cin in zip(self.dec_keys, self.dec, self.dec_in_channels):
             if "aux_up" in name:
-                aux = layer(aux)
+                aux = layer.call(aux)
             elif "aux_norm" in name:
-                tmp = layer(x)
+                tmp = layer.call(x)
             elif "aux_conv" in name:
-                tmp = layer(ops.silu(tmp))
+                tmp = layer.call(ops.silu(tmp))
                 aux = tmp if aux is None else tmp + aux
             else:
                 if x.shape[-1] != cin:
                     x = ops.concatenate([x, skips.pop()], axis=-1)
-                x = layer([x, emb], training=training)
+                x = layer.call([x, emb], training=training)
         return aux
 
     def get_config(self):
