@@ -210,7 +210,8 @@ def main(_):
     if not FLAGS.edm:
         print(head)
         for name, r in results.items():
-            print(f"{'keras-tract ' + name:<24} {r['step']:>9.1f} {r['forward']:>11.1f} {r['step'] / r['forward']:>13.2f}")
+            ratio = r["step"] / r["forward"]
+            print(f"{'keras-tract ' + name:<24} {r['step']:>9.1f} {r['forward']:>11.1f} {ratio:>13.2f}")
         return
     print(head + f" {'step vs official':>17} {'forward vs official':>20} {'step/fwd vs official':>21}")
     for name, r in results.items():

@@ -14,8 +14,15 @@ elif _BACKEND == "tensorflow":
     from keras_tract.backend.tensorflow import TrainStep, compile_function, data_parallel, num_replicas, scope_of
 elif _BACKEND == "torch":
     from keras_tract.backend.common import scope_of
-    from keras_tract.backend.torch import (TrainStep, compile_function, conv, data_parallel, group_norm,
-                                           lerp_variables, num_replicas)
+    from keras_tract.backend.torch import (
+        TrainStep,
+        compile_function,
+        conv,
+        data_parallel,
+        group_norm,
+        lerp_variables,
+        num_replicas,
+    )
 else:
     raise ImportError(f"keras_tract supports the jax, tensorflow and torch backends, got {_BACKEND!r}.")
 

@@ -139,7 +139,8 @@ class GoogleAttention(keras.layers.Layer):
     def call(self, x):
         b, height, width, c = ops.shape(x)
         h = ops.reshape(self.norm.call(x), (b, height * width, c))
-        q, k, v = (ops.reshape(f(h), (b, height * width, self.heads, c // self.heads)) for f in (self.q.call, self.k.call, self.v.call))
+        q, k, v = (ops.reshape(f.call(h), (b, height * width, self.heads, c // self.heads))
+                   for f in (self.q, self.k, self.v))
         out = self.proj_out.call(ops.reshape(attention(q, k, v), (b, height * width, c)))
         return x + ops.reshape(out, (b, height, width, c))
 
