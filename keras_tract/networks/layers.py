@@ -272,9 +272,7 @@ class Conv2D(keras.layers.Layer):
             x = upsample(x, self.resample_filter, f_pad)
         if self.down:
             x = downsample(x, self.resample_filter, f_pad)
-        if w is not None:
-            return backend.conv(x, w, bias, "same" if w_pad else "valid")
-        return x if bias is None else x + bias
+        return x if w is None else backend.conv(x, w, bias, "same" if w_pad else "valid")  # no kernel, no bias
 
     def compute_output_shape(self, input_shape):
         b, h, w, c = input_shape
