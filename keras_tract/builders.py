@@ -36,11 +36,12 @@ def schedule(config):
     return schedules.get(config["distill"]["schedule"], config["distill"]["num_steps"])
 
 
-def dataset(config, split="train", start=0, repeat=True):
+def dataset(config, split="train", start=0, repeat=True, shard=(0, 1)):
     """The config's `tf.data` pipeline, `start` examples into its seeded stream; `repeat=False`: one
-    unflipped pass over every example of `split` (folder and .npz sources have no splits)."""
+    unflipped pass over every example of `split` (folder and .npz sources have no splits);
+    `shard=(i, n)`: process `i` of `n` gets its slice of every batch (`keras_tract.data`)."""
     d, seed = config["data"], config["run"]["seed"]
-    common = dict(flip=d["flip"] and repeat, seed=seed, start=start, repeat=repeat)
+    common = dict(flip=d["flip"] and repeat, seed=seed, start=start, repeat=repeat, shard=shard)
     batch = d["batch_size"]
     if d["name"] == "digits":
         return data.digits(batch, split, labels=d["labels"], **common)

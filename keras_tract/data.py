@@ -6,7 +6,10 @@ is a function of `seed` alone: epoch `e` permutes each block of up to
 `shuffle_buffer` examples with a stateless seed `(seed, e, block)`, and each
 image's flip is keyed on its position in the stream. So
 `start=n` (examples already consumed) resumes the stream exactly, reading at
-most one epoch to get there. Only `tf.*` ops run inside the pipeline, so it
+most one epoch to get there. `shard=(i, n)` gives process `i` of `n` only its
+slice of every global batch (examples `i * B / n` to `(i + 1) * B / n - 1` of each,
+in batches of `B / n`); images are decoded and converted after that cut, so a
+process decodes only its own share. Only `tf.*` ops run inside the pipeline, so it
 feeds `fit()` on every Keras backend.
 """
 
@@ -22,17 +25,21 @@ SOURCES = ("digits", "cifar10", "imagenet64", "tfds", "folder", "npz")
 DIGITS_TEACHER = os.path.join(os.path.dirname(__file__), "assets", "digits_teacher.keras")
 
 
-def _finish(ds, num_examples, batch_size, num_classes, labels, flip, seed, start=0, repeat=True,
-            shuffle_buffer=50_000):
+def _finish(ds, num_examples, batch_size, num_classes, labels, flip, seed, start=0, repeat=True, shard=(0, 1),
+            decode=None, shuffle_buffer=50_000):
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, got batch_size={batch_size!r}.")
+    index, count = shard
+    if not 0 <= index < count or batch_size % count:
+        raise ValueError(f"`shard` must be (index, count) with 0 <= index < count and count dividing the batch "
+                         f"size {batch_size}, got shard={shard!r}.")
     if not isinstance(start, (int, np.integer)) or start < 0:
         raise ValueError(f"`start` must be a non-negative integer, got start={start!r}.")
     if repeat and num_examples < batch_size:
         raise ValueError(f"`batch_size`={batch_size} exceeds the {num_examples} examples of the dataset.")
 
     def convert(index, image, label):
-        x = tf.cast(image, tf.float32) / 127.5 - 1.0
+        x = tf.cast(image if decode is None else decode(image), tf.float32) / 127.5 - 1.0
         if flip:
             x = tf.image.stateless_random_flip_left_right(x, seed=tf.stack([tf.cast(seed, tf.int64), index]))
         if not labels:
@@ -53,12 +60,17 @@ def _finish(ds, num_examples, batch_size, num_classes, labels, flip, seed, start
         ds = tf.data.Dataset.counter(int(start) // num_examples).flat_map(epoch).skip(int(start) % num_examples)
     else:
         ds = epoch(tf.constant(0, tf.int64))
-    ds = ds.enumerate(start=int(start) if repeat else 0)
+    first = int(start) if repeat else 0
+    ds = ds.enumerate(start=first)
+    part = batch_size // count
+    if count > 1:
+        ds = ds.filter(lambda i, item: (i - first) % batch_size // part == index)
     ds = ds.map(lambda i, item: convert(i, *item), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size, drop_remainder=repeat).prefetch(tf.data.AUTOTUNE)  # one pass keeps every image
+    return ds.batch(part, drop_remainder=repeat).prefetch(tf.data.AUTOTUNE)  # one pass keeps every image
 
 
-def from_arrays(images, batch_size, labels=None, num_classes=None, flip=False, seed=0, start=0, repeat=True):
+def from_arrays(images, batch_size, labels=None, num_classes=None, flip=False, seed=0, start=0, repeat=True,
+                shard=(0, 1)):
     """Pipeline over uint8 images `(N, H, W, C)` (or `(N, H, W)`) and optional integer labels `(N,)`.
 
     `repeat=False` gives one shuffled pass over every image (the last batch may be smaller; no resume)."""
@@ -73,10 +85,10 @@ def from_arrays(images, batch_size, labels=None, num_classes=None, flip=False, s
             raise ValueError(f"`labels` must have {images.shape[0]} entries, got labels.shape={labels.shape}.")
         num_classes = num_classes or int(labels.max()) + 1
     ds = tf.data.Dataset.from_tensor_slices((images, np.zeros(len(images), "int64") if labels is None else labels))
-    return _finish(ds, len(images), batch_size, num_classes, labels is not None, flip, seed, start, repeat)
+    return _finish(ds, len(images), batch_size, num_classes, labels is not None, flip, seed, start, repeat, shard)
 
 
-def digits(batch_size, split="train", labels=False, flip=False, seed=0, start=0, repeat=True):
+def digits(batch_size, split="train", labels=False, flip=False, seed=0, start=0, repeat=True, shard=(0, 1)):
     """scikit-learn's bundled 8x8 handwritten digits as `(B, 8, 8, 1)` images (offline).
 
     The 1797 images (grey levels 0..16) are scaled to uint8; `split="train"` is
@@ -84,7 +96,7 @@ def digits(batch_size, split="train", labels=False, flip=False, seed=0, start=0,
     """
     images, targets = digits_arrays(split)
     return from_arrays(images, batch_size, labels=targets if labels else None, num_classes=10, flip=flip,
-                       seed=seed, start=start, repeat=repeat)
+                       seed=seed, start=start, repeat=repeat, shard=shard)
 
 
 def digits_arrays(split="train"):
@@ -101,7 +113,7 @@ def digits_arrays(split="train"):
 
 
 def tfds_images(name, batch_size, split="train", data_dir=None, labels=False, flip=False, seed=0, start=0,
-                download=False, image_key="image", label_key="label", repeat=True):
+                download=False, image_key="image", label_key="label", repeat=True, shard=(0, 1)):
     """A TFDS image dataset through the common pipeline; clear one-line errors when it is missing.
 
     A dataset that is not prepared in `data_dir` fails at once unless `download=True` lets TFDS
@@ -127,25 +139,28 @@ def tfds_images(name, batch_size, split="train", data_dir=None, labels=False, fl
                 f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r} and could not be downloaded "
                 f"({first}); prepare it on a connected machine and pass data_dir=.") from None
     num_classes = builder.info.features[label_key].num_classes if labels else None
-    ds = builder.as_dataset(split=split, shuffle_files=False)  # the pipeline shuffles, seeded per epoch
+    # The pipeline shuffles (seeded per epoch) the encoded images and decodes them after the shard's cut.
+    ds = builder.as_dataset(split=split, shuffle_files=False, decoders={image_key: tfds.decode.SkipDecoding()})
     ds = ds.map(lambda item: (item[image_key], item[label_key] if labels else tf.zeros((), tf.int64)))
     num_examples = int(ds.cardinality())
     if num_examples < 0:
         num_examples = int(ds.reduce(0, lambda n, _: n + 1))
-    return _finish(ds, num_examples, batch_size, num_classes, labels, flip, seed, start, repeat)
+    return _finish(ds, num_examples, batch_size, num_classes, labels, flip, seed, start, repeat, shard,
+                   decode=builder.info.features[image_key].decode_example)
 
 
 def cifar10(batch_size, split="train", data_dir=None, labels=False, flip=True, seed=0, start=0, download=False,
-            repeat=True):
+            repeat=True, shard=(0, 1)):
     """CIFAR-10 (TFDS `cifar10`), `(B, 32, 32, 3)`, random horizontal flips as EDM and TRACT train."""
-    return tfds_images("cifar10", batch_size, split, data_dir, labels, flip, seed, start, download, repeat=repeat)
+    return tfds_images("cifar10", batch_size, split, data_dir, labels, flip, seed, start, download, repeat=repeat,
+                       shard=shard)
 
 
 def imagenet64(batch_size, split="train", data_dir=None, labels=True, flip=False, seed=0, start=0, download=False,
-               repeat=True):
+               repeat=True, shard=(0, 1)):
     """ImageNet 64x64 (TFDS `imagenet_resized/64x64`, needs a manual download), with 1000-class labels."""
     return tfds_images("imagenet_resized/64x64", batch_size, split, data_dir, labels, flip, seed, start, download,
-                       repeat=repeat)
+                       repeat=repeat, shard=shard)
 
 
 def list_images(path):
@@ -194,7 +209,8 @@ def _jpeg_size(head):
     raise ValueError("no JPEG frame header in the first 64 KiB")
 
 
-def image_folder(path, batch_size, resolution=None, channels=3, flip=False, seed=0, start=0, repeat=True):
+def image_folder(path, batch_size, resolution=None, channels=3, flip=False, seed=0, start=0, repeat=True,
+                 shard=(0, 1)):
     """All images under `path` (recursively), decoded with `channels` channels.
 
     Images must share one size, or `resolution` resizes them (area) to a square. Every file's
@@ -212,7 +228,7 @@ def image_folder(path, batch_size, resolution=None, channels=3, flip=False, seed
                          "square size.")
     size = (resolution, resolution) if resolution else next(iter(sizes))
 
-    def load(file):
+    def load(file):  # after the shuffle and the shard's cut: the stream holds file names
         image = tf.io.decode_image(tf.io.read_file(file), channels=channels, expand_animations=False)
         if resolution:
             image = tf.cast(tf.image.resize(image, size, method="area", antialias=True) + 0.5, tf.uint8)
@@ -220,13 +236,13 @@ def image_folder(path, batch_size, resolution=None, channels=3, flip=False, seed
                                   message=f"images under {path} differ in size; pass resolution= "
                                           "(data.resolution in a config)")
         image.set_shape(size + (channels,))
-        return image, tf.zeros((), tf.int64)
+        return image
 
-    ds = tf.data.Dataset.from_tensor_slices(files).map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    return _finish(ds, len(files), batch_size, None, False, flip, seed, start, repeat)
+    ds = tf.data.Dataset.from_tensor_slices((files, np.zeros(len(files), "int64")))
+    return _finish(ds, len(files), batch_size, None, False, flip, seed, start, repeat, shard, decode=load)
 
 
-def npz_images(path, batch_size, key=None, labels_key=None, flip=False, seed=0, start=0, repeat=True):
+def npz_images(path, batch_size, key=None, labels_key=None, flip=False, seed=0, start=0, repeat=True, shard=(0, 1)):
     """Images from an `.npz` (or `.npy`) of uint8 `(N, H, W, C)`; `key` defaults to the first array.
 
     `repeat=False` gives one pass over every image."""
@@ -254,4 +270,5 @@ def npz_images(path, batch_size, key=None, labels_key=None, flip=False, seed=0, 
         where = path if key is None else f"{path}[{key!r}]"
         raise ValueError(f"{where} must hold uint8 images (N, H, W, C), got {data.dtype} of shape {data.shape}; "
                          "name the images' array with key= (data.key).")
-    return from_arrays(data, batch_size, labels=label_values, flip=flip, seed=seed, start=start, repeat=repeat)
+    return from_arrays(data, batch_size, labels=label_values, flip=flip, seed=seed, start=start, repeat=repeat,
+                       shard=shard)

@@ -9,6 +9,12 @@ or `student.keras` (the inference EMA), `{stage}_metrics.json` and `comparison.p
 Running the same command again resumes from the checkpoint; the data stream, random
 draws and optimizer state continue exactly, so the result equals an uninterrupted
 run's. One process at a time holds a workdir (`.lock`).
+
+Several processes (JAX, `keras.distribution` over several hosts) share one workdir on a
+shared filesystem: each reads only its share of every global batch, all of them compute,
+and process 0 alone holds the lock and writes; the others wait for its checkpoints. On a
+preemption notice (SIGTERM) the processes agree on a step, process 0 writes the checkpoint
+there and `train` raises `keras_tract.preemption.Preempted` (`keras_tract.preemption`).
 """
 
 import fcntl
@@ -24,6 +30,7 @@ from keras_tract import backend, builders
 from keras_tract.callbacks import Progress, ScalarLogger, write_scalars
 from keras_tract.evaluation import compare_samplers, comparison_image, format_table
 from keras_tract.images import atomic_path, grid, save_png, sha256, to_uint8, write_atomic
+from keras_tract.preemption import Preempted, Preemption
 from keras_tract.solvers import sample
 from keras_tract.trainer import check_batch_size, first_batch
 
@@ -31,9 +38,15 @@ STAGES = ("teacher", "distill")
 
 
 def save_atomic(model, path):
-    """`model.save(path)`, atomically (`images.atomic_path`)."""
-    with atomic_path(path) as tmp:
-        model.save(tmp)
+    """`model.save(path)`, atomically (`images.atomic_path`), by this process alone: outside any
+    `keras.distribution` (saving makes scratch variables, which across processes would wait for the others)."""
+    distribution = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        with atomic_path(path) as tmp:
+            model.save(tmp)
+    finally:
+        keras.distribution.set_distribution(distribution)
 
 
 def check_finite(model, what):
@@ -80,6 +93,7 @@ class Run:
         if os.path.exists(workdir) and not os.path.isdir(workdir):
             raise ValueError(f"--workdir={workdir} is a file, not a folder.")
         self.config, self.workdir, self.stage, self.verbose = config, workdir, stage, verbose
+        self.writer = backend.process_index() == 0  # the one process that writes files
         self.batch_size = config["data"]["batch_size"]
         check_batch_size(self.batch_size, config["run"]["micro_batches"], backend.num_replicas())
         self.total_steps = config[stage]["train_len"] // self.batch_size
@@ -121,10 +135,11 @@ class Run:
             model = (builders.teacher_trainer(self.config, self.shape, self.num_classes) if self.stage == "teacher"
                      else builders.distiller(self.config, self.teacher_path, self.shape))
         model.check_batch(*first_batch(builders.dataset(self.config)))
-        text = json.dumps(self.config, indent=2, sort_keys=True)
-        write_atomic(os.path.join(self.workdir, "config.json"), text.encode())
-        if identity:
-            write_atomic(self.identity_path, json.dumps(identity, indent=2).encode())
+        if self.writer:
+            text = json.dumps(self.config, indent=2, sort_keys=True)
+            write_atomic(os.path.join(self.workdir, "config.json"), text.encode())
+            if identity:
+                write_atomic(self.identity_path, json.dumps(identity, indent=2).encode())
         return model
 
     @property
@@ -143,8 +158,9 @@ class Run:
                              f"{identity['teacher_sha256']}; pass the same teacher or use a new --workdir.")
 
     def lock(self):
-        """Takes the workdir's lock (a second process on it fails at once) and removes stale temporaries."""
-        if self._lock is not None:
+        """Takes the workdir's lock (a second run on it fails at once) and removes stale temporaries;
+        in a multi-process run only process 0, the writer, does."""
+        if self._lock is not None or not self.writer:
             return
         os.makedirs(self.workdir, exist_ok=True)
         handle = open(os.path.join(self.workdir, ".lock"), "w")
@@ -180,35 +196,68 @@ class Run:
     # --- training ---------------------------------------------------------------
 
     def train(self, model):
-        """Trains to `total_steps` in chunks of `run.checkpoint_every`, checkpointing after each."""
+        """Trains to `total_steps` in chunks of `run.checkpoint_every`, checkpointing after each.
+
+        A preemption notice (SIGTERM) stops at a step all processes agree on, checkpoints there and
+        raises `Preempted`."""
         run = self.config["run"]
         every = run["checkpoint_every"]
         done = int(keras.ops.convert_to_numpy(model.step_count))
-        if done:
+        if done and self.writer:
             print(f"Resuming {self.stage} from step {done} of {self.total_steps} ({self.checkpoint})")
         start = time.perf_counter()
         if self.stage == "distill" and self.config["evaluate"]["fid_every"]:
             self.fid_monitor()  # says now, once, if FID is off
-        while done < self.total_steps:
-            chunk = min(every - done % every, self.total_steps - done)
-            callbacks = [ScalarLogger(os.path.join(self.workdir, "tensorboard", self.stage), run["log_every"],
-                                      self.batch_size, done)]
-            if self.verbose:
-                callbacks.append(Progress(self.stage, self.total_steps, run["log_every"], self.batch_size, done))
-            model.fit(builders.dataset(self.config, start=done * self.batch_size), initial_epoch=done // every,
-                      epochs=done // every + 1, steps_per_epoch=chunk, callbacks=callbacks,
-                      verbose=2 if self.verbose > 1 else 0)
-            done += chunk
+        with Preemption() as preemption:
+            while done < self.total_steps:
+                chunk = min(every - done % every, self.total_steps - done)
+                model.fit(self.stream(done), initial_epoch=done // every, epochs=done // every + 1,
+                          steps_per_epoch=chunk, callbacks=[preemption.callback(done), *self.loggers(done)],
+                          verbose=2 if self.verbose > 1 and self.writer else 0)
+                if preemption.step is not None:
+                    self.save_checkpoint(model)
+                    raise Preempted(int(keras.ops.convert_to_numpy(model.step_count)), self.checkpoint)
+                done += chunk
+                self.save_checkpoint(model)
+                self.after_chunk(model, done, chunk)
+        return time.perf_counter() - start
+
+    def stream(self, done):
+        """The training input from `done` steps on: in a multi-process run, this process's share of it."""
+        shard = (backend.process_index(), backend.process_count())
+        distribution = keras.distribution.distribution()
+        if shard[1] > 1 and distribution is not None:
+            distribution.auto_shard_dataset = False  # each process reads its own share
+        return builders.dataset(self.config, start=done * self.batch_size, shard=shard)
+
+    def loggers(self, done):
+        """The writer's TensorBoard logger and progress line for a `fit()` call after `done` steps."""
+        if not self.writer:
+            return []
+        run = self.config["run"]
+        callbacks = [ScalarLogger(os.path.join(self.workdir, "tensorboard", self.stage), run["log_every"],
+                                  self.batch_size, done)]
+        if self.verbose:
+            callbacks.append(Progress(self.stage, self.total_steps, run["log_every"], self.batch_size, done))
+        return callbacks
+
+    def save_checkpoint(self, model):
+        """The writer replaces the checkpoint (keeping the one before); every process waits until it is written."""
+        if self.writer:
             if os.path.isfile(self.checkpoint):
                 os.replace(self.checkpoint, self.previous_checkpoint)
             save_atomic(model, self.checkpoint)
-            if done // run["sample_every"] > (done - chunk) // run["sample_every"] or done == self.total_steps:
-                self.save_samples(model, done)
-            fid_every = self.config["evaluate"]["fid_every"] if self.stage == "distill" else 0
-            if fid_every and ((done * self.batch_size) // fid_every > ((done - chunk) * self.batch_size) // fid_every
-                              or done == self.total_steps):
-                self.report_fid(model, done)
-        return time.perf_counter() - start
+        backend.barrier("checkpoint")
+
+    def after_chunk(self, model, done, chunk):
+        """Samples and FID when their intervals end within the last `chunk` steps, or at the end."""
+        run = self.config["run"]
+        if done // run["sample_every"] > (done - chunk) // run["sample_every"] or done == self.total_steps:
+            self.save_samples(model, done)
+        fid_every = self.config["evaluate"]["fid_every"] if self.stage == "distill" else 0
+        if fid_every and ((done * self.batch_size) // fid_every > ((done - chunk) * self.batch_size) // fid_every
+                          or done == self.total_steps):
+            self.report_fid(model, done)
 
     @property
     def fid_path(self):
@@ -227,7 +276,8 @@ class Run:
                 self.fid = FIDMonitor(e["fid_ref"], e["fid_samples"], e["steps"], self.shape, self.num_classes,
                                       e["batch_size"], e["seed"])
             except (FileNotFoundError, ValueError) as error:
-                print(f"FID during training is off: {' '.join(str(error).split())}")
+                if self.writer:
+                    print(f"FID during training is off: {' '.join(str(error).split())}")
                 self.fid = False
         return self.fid or None
 
@@ -236,7 +286,9 @@ class Run:
         monitor = self.fid_monitor()
         if monitor is None:
             return
-        values = monitor(model)
+        values = monitor(model)  # every process computes, one writes
+        if not self.writer:
+            return
         samples = step * self.batch_size
         print(f"FID at step {step} ({samples} samples, {monitor.num} images): "
               + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
@@ -268,8 +320,9 @@ class Run:
         else:
             x = sample(model.ema, builders.schedule(self.config), noise,
                        solver=self.config["distill"]["teacher_solver"], labels=labels)
-        save_png(os.path.join(self.workdir, "samples", f"{self.stage}_{step:08d}.png"),
-                 grid(to_uint8(keras.ops.convert_to_numpy(x))))
+        if self.writer:
+                save_png(os.path.join(self.workdir, "samples", f"{self.stage}_{step:08d}.png"),
+                     grid(to_uint8(keras.ops.convert_to_numpy(x))))
 
     # --- the whole stage -----------------------------------------------------------
 
@@ -286,15 +339,19 @@ class Run:
             c = self.config["distill"]
             model.ema.sampling = {"schedule": keras.saving.serialize_keras_object(builders.schedule(self.config)),
                                   "solver": c["teacher_solver"], "steps": c["num_steps"]}
-            save_atomic(model.ema, os.path.join(self.workdir, "teacher.keras"))
-            print(f"Saved the teacher (EMA) to {os.path.join(self.workdir, 'teacher.keras')}")
+            if self.writer:
+                save_atomic(model.ema, os.path.join(self.workdir, "teacher.keras"))
+                print(f"Saved the teacher (EMA) to {os.path.join(self.workdir, 'teacher.keras')}")
         else:
-            save_atomic(model.inference_student, os.path.join(self.workdir, "student.keras"))
+            if self.writer:
+                save_atomic(model.inference_student, os.path.join(self.workdir, "student.keras"))
             metrics["evaluation"], metrics["fd_reference"] = self.evaluate(model)
             if self.config["evaluate"]["fid_every"]:
                 metrics["fid"] = self.fid_history()
-        write_atomic(os.path.join(self.workdir, f"{self.stage}_metrics.json"),
-                     json.dumps(metrics, indent=2).encode())
+        if self.writer:
+            write_atomic(os.path.join(self.workdir, f"{self.stage}_metrics.json"),
+                         json.dumps(metrics, indent=2).encode())
+        backend.barrier("results")
         self.release()
         return metrics
 
@@ -304,6 +361,8 @@ class Run:
         noise, labels = self._noise(e["num_samples"], e["seed"])
         reference, label = builders.reference_images(self.config)
         rows, images = compare_samplers(distiller, noise, labels, e["steps"], reference, e["batch_size"])
+        if not self.writer:
+            return rows, label
         print(format_table(rows, e["num_samples"], label))
         names = [f"{row['sampler']}, {row['nfe']} NFE" for row in rows]
         save_png(os.path.join(self.workdir, "comparison.png"), comparison_image(images, names))

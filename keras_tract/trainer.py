@@ -104,7 +104,7 @@ class Trainer(backend.TrainStep, keras.Model):
     def check_batch(self, x, labels):
         """Checks the first training batch; subclasses add model-specific checks."""
         check_images(x)
-        check_batch_size(len(x), self.micro_batches, backend.num_replicas())
+        check_batch_size(backend.global_batch_size(len(x)), self.micro_batches, backend.num_replicas())
 
     def fit(self, x=None, y=None, *args, **kwargs):
         batch = first_batch(x if y is None else (x, y), kwargs.get("batch_size"))

@@ -110,3 +110,25 @@ def test_image_folders_are_checked_from_their_headers(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00")
     with pytest.raises(ValueError, match=r"Cannot read the image .*broken.png: not a readable PNG, JPEG"):
         data.image_folder(str(tmp_path), 2, resolution=4)
+
+
+def test_shards_split_every_global_batch_between_processes(tmp_path):
+    """`shard=(i, n)`: process i's batches are rows i * B / n .. (i + 1) * B / n - 1 of every global batch,
+    also when resumed, from a folder (decoded after the cut), an array source and mock TFDS."""
+    images = np.random.default_rng(0).integers(0, 256, (12, 4, 4, 3), dtype=np.uint8)
+    for i, image in enumerate(images):
+        tf.io.write_file(str(tmp_path / f"{i:02d}.png"), tf.io.encode_png(image))
+    with tfds.testing.mock_data(num_examples=24):
+        sources = {"folder": lambda **kw: data.image_folder(str(tmp_path), 6, flip=True, seed=1, **kw),
+                   "arrays": lambda **kw: data.from_arrays(images, 6, labels=np.arange(12) % 5, seed=2, **kw),
+                   "tfds": lambda **kw: data.cifar10(6, labels=True, download=True, **kw)}
+        for name, source in sources.items():
+            for start in (0, 18):
+                whole = batches(source(start=start), 3)
+                parts = [batches(source(start=start, shard=(i, 3)), 3) for i in range(3)]
+                for b, batch in enumerate(whole):
+                    for t, tensor in enumerate(batch if isinstance(batch, tuple) else (batch,)):
+                        pieces = [p[b][t] if isinstance(p[b], tuple) else p[b] for p in parts]
+                        np.testing.assert_array_equal(np.concatenate(pieces), tensor, err_msg=f"{name} {start}")
+    with pytest.raises(ValueError, match=r"`shard` must be .* batch size 6, got shard=\(0, 4\)"):
+        data.from_arrays(images, 6, shard=(0, 4))

@@ -106,3 +106,16 @@ def test_data_parallel_on_two_devices_equals_one_device():
         assert run["student_moved"] > 1e-4
         np.testing.assert_allclose(run["parallel_loss"], run["loss"], rtol=1e-5)
         assert run["max_weight_difference"] < 1e-3 * run["student_moved"]
+
+
+@pytest.mark.skipif(keras.config.backend() != "tensorflow", reason="TF_CONFIG is TensorFlow's")
+def test_several_tensorflow_workers_are_refused_in_one_line(monkeypatch):
+    from keras_tract import backend
+
+    workers = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(workers))
+    with pytest.raises(ValueError, match="TF_CONFIG names 2 workers, but Keras 3's TensorFlow fit"):
+        backend.data_parallel()
+    monkeypatch.setenv("TF_CONFIG", json.dumps({**workers, "cluster": {"worker": ["127.0.0.1:1"]}}))
+    with backend.data_parallel():
+        assert backend.num_replicas() == 1

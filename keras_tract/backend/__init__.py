@@ -8,12 +8,38 @@ import keras
 _BACKEND = keras.config.backend()
 if _BACKEND == "jax":
     from keras_tract.backend.common import conv, group_norm, lerp_variables, scope_of
-    from keras_tract.backend.jax import TrainStep, compile_function, data_parallel, num_replicas
+    from keras_tract.backend.jax import (
+        TrainStep,
+        barrier,
+        compile_function,
+        data_parallel,
+        global_batch_size,
+        num_replicas,
+        process_count,
+        process_index,
+        reached_preemption_sync_point,
+    )
 elif _BACKEND == "tensorflow":
-    from keras_tract.backend.common import conv, group_norm, lerp_variables
+    from keras_tract.backend.common import (
+        barrier,
+        conv,
+        global_batch_size,
+        group_norm,
+        lerp_variables,
+        process_count,
+        process_index,
+        reached_preemption_sync_point,
+    )
     from keras_tract.backend.tensorflow import TrainStep, compile_function, data_parallel, num_replicas, scope_of
 elif _BACKEND == "torch":
-    from keras_tract.backend.common import scope_of
+    from keras_tract.backend.common import (
+        barrier,
+        global_batch_size,
+        process_count,
+        process_index,
+        reached_preemption_sync_point,
+        scope_of,
+    )
     from keras_tract.backend.torch import (
         TrainStep,
         compile_function,
@@ -26,5 +52,6 @@ elif _BACKEND == "torch":
 else:
     raise ImportError(f"keras_tract supports the jax, tensorflow and torch backends, got {_BACKEND!r}.")
 
-__all__ = ["TrainStep", "compile_function", "conv", "data_parallel", "group_norm", "lerp_variables", "num_replicas",
+__all__ = ["TrainStep", "barrier", "compile_function", "conv", "data_parallel", "global_batch_size", "group_norm",
+           "lerp_variables", "num_replicas", "process_count", "process_index", "reached_preemption_sync_point",
            "scope_of"]

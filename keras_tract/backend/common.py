@@ -37,3 +37,29 @@ def scope_of(model):
     """No scope: these backends make variables the same way inside and outside data parallelism."""
     del model
     return contextlib.nullcontext()
+
+
+def process_index():
+    """This process's index among the processes of a multi-process run: 0 here, one process."""
+    return 0
+
+
+def process_count():
+    return 1
+
+
+def barrier(name):
+    """Waits until every process reaches `barrier(name)`; one process never waits."""
+    del name
+
+
+def reached_preemption_sync_point(step):
+    """Whether every process agreed to stop at `step` after a preemption notice: never with one process,
+    which takes SIGTERM itself (`keras_tract.preemption`)."""
+    del step
+    return False
+
+
+def global_batch_size(local):
+    """The global batch that an input batch of `local` examples belongs to: the same, one process."""
+    return local

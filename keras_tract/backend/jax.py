@@ -6,6 +6,7 @@ import os
 import jax
 import jax.numpy as jnp
 import keras
+from jax.experimental import multihost_utils
 
 
 def compile_function(model, fn, jit_compile=True):
@@ -37,6 +38,34 @@ def data_parallel(devices=None):
 def num_replicas():
     distribution = keras.distribution.distribution()
     return 1 if distribution is None else int(distribution.device_mesh.devices.size)
+
+
+def process_index():
+    return jax.process_index()
+
+
+def process_count():
+    return jax.process_count()
+
+
+def barrier(name):
+    """Waits until every process reaches `barrier(name)` (a collective over all devices)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def reached_preemption_sync_point(step):
+    """True at the step every process stops at after a preemption notice (SIGTERM to any process,
+    which JAX's distributed runtime takes; `step` must be given at every step)."""
+    return multihost_utils.reached_preemption_sync_point(step)
+
+
+def global_batch_size(local):
+    """The global batch an input batch of `local` examples belongs to: `local` times the process count
+    when every process feeds its own share (a distribution with `auto_shard_dataset=False`)."""
+    distribution = keras.distribution.distribution()
+    own_share = distribution is not None and jax.process_count() > 1 and not distribution.auto_shard_dataset
+    return local * jax.process_count() if own_share else local
 
 
 def all_finite(loss, grads):

@@ -1,5 +1,8 @@
 """TensorFlow adapters, `tf.distribute.MirroredStrategy` included."""
 
+import json
+import os
+
 import keras
 import tensorflow as tf
 
@@ -23,7 +26,16 @@ def split(tree, k):
 
 def data_parallel(devices=None):
     """A `tf.distribute.MirroredStrategy` scope over `devices` (default the visible GPUs, else the
-    CPU); models made or loaded inside it train data-parallel, one replica per device."""
+    CPU); models made or loaded inside it train data-parallel, one replica per device.
+
+    One host only: under `MultiWorkerMirroredStrategy` Keras 3's TensorFlow `fit()` fails (even for a
+    `Dense` model: "Attempt to convert a value (PerReplica:...) with an unsupported type"), so a
+    `TF_CONFIG` naming several workers is refused."""
+    workers = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {}).get("worker", [])
+    if len(workers) > 1:
+        raise ValueError(f"TF_CONFIG names {len(workers)} workers, but Keras 3's TensorFlow fit() fails under "
+                         "MultiWorkerMirroredStrategy; train on several hosts with KERAS_BACKEND=jax and the "
+                         "KERAS_DISTRIBUTION_* variables.")
     return tf.distribute.MirroredStrategy(devices).scope()
 
 
@@ -50,14 +62,14 @@ class TrainStep:
         k = self.micro_batches
         if k == 1:
             return self._micro_step(x, labels, draws)
-        micro = split((x, labels, draws), k)
-
-        def accumulate(i, total):
-            part = tf.nest.map_structure(lambda t: None if t is None else t[i], micro)
-            return i + 1, tf.nest.map_structure(tf.add, total, self._micro_step(*part))
-
-        zeros = (tf.zeros((), "float32"), [tf.zeros(v.shape, v.dtype) for v in self.trainable_variables])
-        total = tf.while_loop(lambda i, _: i < k, accumulate, (0, zeros))[1]
+        micro, total = split((x, labels, draws), k), None
+        for i in range(k):  # unrolled: a graph's `tf.while_loop` ran two micro-batches at 1.8x one batch
+            part = tf.nest.map_structure(lambda t, i=i: None if t is None else t[i], micro)
+            if total is not None:  # micro-batch i starts once i - 1's gradients exist: one live at a time
+                with tf.control_dependencies(tf.nest.flatten(total)):
+                    part = tf.nest.map_structure(lambda t: None if t is None else tf.identity(t), part)
+            result = self._micro_step(*part)
+            total = result if total is None else tf.nest.map_structure(tf.add, total, result)
         return tf.nest.map_structure(lambda t: t / k, total)
 
     def _apply(self, finite, grads):
