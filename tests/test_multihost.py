@@ -3,9 +3,11 @@ import os
 import subprocess
 import sys
 
+import pytest
 from helpers.common import once_beside_jax
 
 
+@pytest.mark.slow
 @once_beside_jax
 def test_two_processes_preempted_and_resumed_equal_one_process():
     """Two JAX processes x two CPU devices (`tests/helpers/multihost.py`): a SIGTERM to process 1 alone stops

@@ -9,12 +9,13 @@ import time
 import keras
 import numpy as np
 import pytest
-from helpers.common import once
+from helpers.common import circle_mixture, mlp_student, once
 
 import keras_tract
 from keras_tract import config as config_lib
 from keras_tract import convert
 from keras_tract.experiment import Run
+from keras_tract.preemption import Preemption
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
 DIGITS = os.path.join(ROOT, "configs", "digits.py")
@@ -50,6 +51,7 @@ def finished(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(BACKEND == "jax", reason="test_multihost.py runs the CLI on JAX, one and two processes")
 def test_cli_trains_teacher_then_distills(finished):
     workdir, stdout = finished
     for name in ("config.json", "teacher.keras", "student.keras", "comparison.png", "distill_metrics.json",
@@ -107,6 +109,23 @@ def test_preempted_run_checkpoints_and_resumes_to_the_uninterrupted_result(finis
     assert f"Resuming distill from step {step} of 12" in resumed.stdout
     for a, b in zip(student_weights(reference), student_weights(workdir), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_sigterm_inside_preemption_stops_fit_after_the_step_and_is_restored_after():
+    """`Preemption()` takes SIGTERM during `fit()` (here sent after the second step): the fit stops after
+    that step, which `step` records on the global count; the previous handler is back afterwards."""
+    before = signal.getsignal(signal.SIGTERM)
+    distiller = keras_tract.TRACTDistiller(keras_tract.GaussianMixtureDenoiser(*circle_mixture()), mlp_student(seed=1),
+                                           keras_tract.KarrasSchedule(40), (40, 1), steps_per_phase=100)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01))
+    send = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: batch == 1 and os.kill(os.getpid(), signal.SIGTERM))
+    x = np.zeros((64, 2), "float32")
+    with Preemption() as preemption:
+        distiller.fit(x, batch_size=8, epochs=1, verbose=0, callbacks=[send, preemption.callback(start_step=10)])
+        assert signal.getsignal(signal.SIGTERM) != before
+    assert preemption.step == 12 and int(keras.ops.convert_to_numpy(distiller.step_count)) == 2  # of 8 batches
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 def test_config_overrides_are_typed_and_checked():

@@ -24,10 +24,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(ROOT, "tools", "train.py")
 STEPS, EVERY = 48, 8
-SETTINGS = ["data.batch_size=16", f"distill.train_len={16 * STEPS}", "distill.time_schedule=[40, 8, 1]",
-            f"run.checkpoint_every={EVERY}", f"run.sample_every={STEPS}", "run.log_every=4", "run.num_images=4",
-            "evaluate.num_samples=16", "evaluate.batch_size=16"]
-LIMIT = 240  # seconds any one process may run
+SETTINGS = ["data.batch_size=16", f"distill.train_len={16 * STEPS}", "distill.num_steps=8",
+            "distill.time_schedule=[8, 2, 1]", f"run.checkpoint_every={EVERY}", f"run.sample_every={STEPS}",
+            "run.log_every=4", "run.num_images=4", "evaluate.num_samples=16", "evaluate.batch_size=16"]
+LIMIT = 400  # seconds any one process may run
 
 
 def free_port():
