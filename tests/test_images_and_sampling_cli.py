@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers.common import once_beside_jax
+from helpers.common import once
 
 from keras_tract.images import grid, save_png, to_uint8
 
@@ -27,7 +27,7 @@ def test_uint8_quantization_and_grid(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["g.png"]  # no temporary file left behind
 
 
-@once_beside_jax
+@once
 def test_sample_cli_writes_npz_and_png(tmp_path):
     def run(*args):
         return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "sample.py"), f"--model={TEACHER}",
