@@ -4,9 +4,10 @@ The network is EDM's `SongUNet` in its DDPM++ form (model_channels 32, channel_m
 attention at 16x16; 1,754,147 parameters) on 32x32x3 images; the step is TRACT-EDM's: a (40, 1) time
 schedule, a Heun teacher, the self-teacher, the student's forward and backward, Adam and both EMAs.
 For each backend it prints ms per training step, ms per forward (a 1-step sample: one network
-evaluation), the step in forwards, and the ratios to the official code, which runs in the same process,
-taking turns with keras-tract step by step and call by call (so a drift of the machine's speed, tens of
-percent within minutes on a shared machine, hits both alike).
+evaluation, compiled as the step is: XLA, a TensorFlow graph or eager PyTorch), the step in forwards,
+and the ratios to the official code, which runs in the same process, taking turns with keras-tract step
+by step and call by call (so a drift of the machine's speed, tens of percent within minutes on a shared
+machine, hits both alike).
 
 The official code cannot ship with keras-tract: it is run from checkouts you point to,
 EDM's network (`training/networks.py` in github.com/NVlabs/edm) and ml-tract's `train_op`
@@ -40,11 +41,15 @@ flags.DEFINE_integer("steps", 5, "Timed steps and forwards (medians) after two w
 flags.DEFINE_integer("rounds", 1, "Rounds over the backends; the table shows medians.",
                      lower_bound=1)
 flags.DEFINE_integer("threads", None, "PyTorch intra-op threads (default: PyTorch's).", lower_bound=1)
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
+                  "keras-tract's step compilation (`compile(jit_compile=...)`); Keras' auto is XLA on JAX, on "
+                  "TensorFlow with a GPU (a plain graph on CPUs), eager on PyTorch. The forward runs the same way.")
 flags.DEFINE_string("measure", None, "Internal: measure this backend in this process.")
 FLAGS = flags.FLAGS
 
 NETWORK = dict(model_channels=32, channel_mult=[1, 2, 2], num_blocks=2, attn_resolutions=[16], dropout=0.0)
 NUM_STEPS, RESOLUTION = 40, 32
+MODES = {"torch": ("eager", "torch.compile")}  # how each backend runs without / with jit_compile
 
 
 def interleaved(fns, repeats):
@@ -130,7 +135,8 @@ def ours(batch, between):
     student = clone(teacher, "student")
     student.trainable = True
     distiller = kt.TRACTDistiller(teacher, student, schedule, (NUM_STEPS, 1), steps_per_phase=1000)
-    distiller.compile(optimizer=keras.optimizers.Adam(1e-4, epsilon=1e-8))
+    jit = {"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile]
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-4, epsilon=1e-8), jit_compile=jit)
     step_ms = []
 
     class Turns(keras.callbacks.Callback):
@@ -144,9 +150,9 @@ def ours(batch, between):
 
     distiller.fit(x, batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=[Turns()])
     noise = rng.standard_normal((batch, RESOLUTION, RESOLUTION, 3)).astype("float32")
-    forward = lambda: keras.ops.convert_to_numpy(  # noqa: E731
-        kt.sample(distiller.inference_student, schedule, noise, steps=1, solver="ddim"))
-    return statistics.median(step_ms[2:]), forward, teacher.count_params()
+    forward = lambda: keras.ops.convert_to_numpy(kt.sample(  # noqa: E731
+        distiller.inference_student, schedule, noise, steps=1, solver="ddim", jit_compile=distiller.jit_compile))
+    return statistics.median(step_ms[2:]), forward, teacher.count_params(), bool(distiller.jit_compile)
 
 
 def measure(what):
@@ -166,8 +172,8 @@ def measure(what):
             official[0]()
             official_steps.append((time.perf_counter() - start) * 1e3)
 
-    step, forward, params = ours(FLAGS.batch, between)
-    result = dict(step=step, params=params, keras=keras.__version__)
+    step, forward, params, jit_compile = ours(FLAGS.batch, between)
+    result = dict(step=step, params=params, keras=keras.__version__, jit_compile=jit_compile)
     if official:
         result["forward"], result["official_forward"] = interleaved([forward, official[1]], FLAGS.steps)
         result.update(official_step=statistics.median(official_steps[2:]), official_params=official[2])
@@ -178,8 +184,8 @@ def measure(what):
 
 def run(backend):
     args = [sys.executable, os.path.abspath(__file__), f"--measure={backend}", f"--batch={FLAGS.batch}",
-            f"--steps={FLAGS.steps}"] + [f"--{k}={getattr(FLAGS, k)}" for k in ("edm", "ml_tract", "threads")
-                                         if getattr(FLAGS, k)]
+            f"--steps={FLAGS.steps}", f"--jit_compile={FLAGS.jit_compile}"]
+    args += [f"--{k}={getattr(FLAGS, k)}" for k in ("edm", "ml_tract", "threads") if getattr(FLAGS, k)]
     proc = subprocess.run(args, env=dict(os.environ, KERAS_BACKEND=backend), capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
@@ -206,20 +212,21 @@ def main(_):
     keys = ("step", "forward", "official_step", "official_forward") if FLAGS.edm else ("step", "forward")
     results = {name: {**r[0], **{k: statistics.median([x[k] for x in r]) for k in keys}}
                for name, r in rounds.items()}
-    head = f"\n{'':<24} {'step ms':>9} {'forward ms':>11} {'step/forward':>13}"
+    label = lambda name, r: f"keras-tract {name} ({MODES.get(name, ('graph', 'XLA'))[r['jit_compile']]})"  # noqa: E731
+    head = f"\n{'':<32} {'step ms':>9} {'forward ms':>11} {'step/forward':>13}"
     if not FLAGS.edm:
         print(head)
         for name, r in results.items():
             ratio = r["step"] / r["forward"]
-            print(f"{'keras-tract ' + name:<24} {r['step']:>9.1f} {r['forward']:>11.1f} {ratio:>13.2f}")
+            print(f"{label(name, r):<32} {r['step']:>9.1f} {r['forward']:>11.1f} {ratio:>13.2f}")
         return
     print(head + f" {'step vs official':>17} {'forward vs official':>20} {'step/fwd vs official':>21}")
     for name, r in results.items():
         ours_ratio, official_ratio = r["step"] / r["forward"], r["official_step"] / r["official_forward"]
-        print(f"{'keras-tract ' + name:<24} {r['step']:>9.1f} {r['forward']:>11.1f} {ours_ratio:>13.2f}"
+        print(f"{label(name, r):<32} {r['step']:>9.1f} {r['forward']:>11.1f} {ours_ratio:>13.2f}"
               f" {r['step'] / r['official_step']:>17.2f} {r['forward'] / r['official_forward']:>20.2f}"
               f" {ours_ratio / official_ratio:>21.2f}")
-        print(f"{'  official, in turn':<24} {r['official_step']:>9.1f} {r['official_forward']:>11.1f}"
+        print(f"{'  official, in turn':<32} {r['official_step']:>9.1f} {r['official_forward']:>11.1f}"
               f" {official_ratio:>13.2f}")
     print(f"parameters: keras-tract {r['params']:,}, official {r['official_params']:,}")
 

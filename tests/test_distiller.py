@@ -1,3 +1,4 @@
+import importlib
 import os
 import subprocess
 import sys
@@ -124,6 +125,24 @@ def test_non_finite_step_is_skipped():
     for name in ("student", "inference_student", "self_teacher"):
         assert_weights_equal(getattr(distiller, name), getattr(reference, name), rtol=1e-6, atol=1e-7)
     assert int(to_numpy(distiller.optimizer.iterations)) == 1
+
+
+def test_all_finite_sees_any_non_finite_gradient():
+    all_finite = importlib.import_module(f"keras_tract.backend.{keras.config.backend()}").all_finite
+
+    def check(loss, *grads):
+        tensors = [keras.ops.convert_to_tensor(np.asarray(t, "float32")) for t in (loss, *grads)]
+        return bool(to_numpy(all_finite(tensors[0], tensors[1:])))
+
+    big = np.full((3, 2), 3e38)  # finite, but its square overflows float32
+    assert check(1.0, big, np.zeros((4,)), -big)
+    for bad in (np.inf, -np.inf, np.nan):
+        grad = np.zeros((2, 5))
+        grad[1, 3] = bad
+        assert not check(1.0, big, grad, np.ones(3))
+        assert not check(bad, big, np.ones(3))
+    half = keras.ops.cast(keras.ops.convert_to_tensor(np.array([1.0, np.inf], "float32")), "bfloat16")
+    assert not to_numpy(all_finite(keras.ops.convert_to_tensor(0.5), [half]))
 
 
 def test_only_student_is_trainable():

@@ -45,7 +45,9 @@ def num_replicas():
 
 
 def all_finite(loss, grads):
-    return torch.stack([torch.isfinite(t).all() for t in [loss, *grads]]).all()
+    """Whether `loss` and every gradient are finite, from one fused max-abs over all of them."""
+    tensors = [t for t in [loss.reshape(1), *grads] if t.numel()]
+    return torch.stack(torch._foreach_norm(tensors, float("inf"), dtype=torch.float32)).isfinite().all()
 
 
 def split(tree, k):
@@ -84,7 +86,8 @@ class TrainStep:
 
 
 def lerp_variables(targets, sources, rate):
-    """`t <- t + rate (s - t)` in place, one fused op per variable."""
+    """`t <- t + rate (s - t)` in place, one fused op over all variables (`rate` stays on the device)."""
     with torch.no_grad():
-        for t, s in zip(targets, sources):
-            t.value.lerp_(s.value, rate.to(t.value.dtype))
+        targets = [t.value for t in targets]
+        rates = {dtype: rate.to(dtype) for dtype in {t.dtype for t in targets}}
+        torch._foreach_lerp_(targets, [s.value for s in sources], [rates[t.dtype] for t in targets])
