@@ -7,11 +7,12 @@ import keras
 
 _BACKEND = keras.config.backend()
 if _BACKEND == "jax":
-    from keras_tract.backend.common import conv, group_norm, lerp_variables, scope_of
+    from keras_tract.backend.common import group_norm, lerp_variables, scope_of
     from keras_tract.backend.jax import (
         TrainStep,
         barrier,
         compile_function,
+        conv,
         data_parallel,
         global_batch_size,
         num_replicas,
