@@ -147,3 +147,43 @@ def test_bad_preset_and_arguments():
         networks.get("ddpmpp_small", encoder_type="deep")
     with pytest.raises(ValueError, match="dropout=1.5"):
         networks.get("adm_small", dropout=1.5)
+
+
+def _conv_gradients_float64(x, w, r, pad):
+    """d/dx, d/dw of sum(conv(x, w) * r) for a stride-1 cross-correlation with symmetric zero padding `pad`."""
+    kh, kw = w.shape[:2]
+    xp = np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
+    dxp, dw = np.zeros_like(xp), np.zeros_like(w)
+    h, wd = r.shape[1:3]
+    for i in range(kh):
+        for j in range(kw):
+            dw[i, j] = np.einsum("bhwc,bhwo->co", xp[:, i:i + h, j:j + wd], r)
+            dxp[:, i:i + h, j:j + wd] += np.einsum("bhwo,co->bhwc", r, w[i, j])
+    return dxp[:, pad:xp.shape[1] - pad, pad:xp.shape[2] - pad], dw
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="the JAX convolution's own gradient (CPUs)")
+@pytest.mark.parametrize("kernel,padding", [(3, "same"), (3, "valid"), (1, "valid")])
+def test_jax_convolution_gradient_matches_float64_inside_and_outside_a_scan(kernel, padding):
+    import jax
+    import jax.numpy as jnp
+
+    from keras_tract import backend
+
+    rng = np.random.default_rng(kernel)
+    x, w = rng.standard_normal((3, 7, 6, 5)), rng.standard_normal((kernel, kernel, 5, 4))
+    pad = kernel // 2 if padding == "same" else 0
+    r = rng.standard_normal((3, 7 + 2 * pad - kernel + 1, 6 + 2 * pad - kernel + 1, 4))
+    dx, dw = _conv_gradients_float64(x, w, r, pad)
+    x32, w32, r32 = (jnp.asarray(t, "float32") for t in (x, w, r))
+    loss = lambda x, w, r: jnp.sum(backend.conv(x, w, None, padding) * r)  # noqa: E731
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(x32, w32, r32)
+
+    def scanned(x, w, r):  # the micro-batch loop: the kernel gradient summed over two halves of the batch
+        parts = (jnp.stack([x[:1], x[1:2]]), jnp.stack([r[:1], r[1:2]]))
+        body = lambda total, xr: (total + jax.grad(loss, argnums=1)(xr[0], w, xr[1]), None)  # noqa: E731
+        return jax.lax.scan(body, jnp.zeros_like(w), parts)[0]
+
+    dw_two = _conv_gradients_float64(x[:2], w, r[:2], pad)[1]
+    for got, want in ((grads[0], dx), (grads[1], dw), (jax.jit(scanned)(x32, w32, r32), dw_two)):
+        np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=1e-4, atol=1e-4)

@@ -7,13 +7,15 @@ in time and killed, with its whole process group, however the script ends:
 2. two processes (`KERAS_DISTRIBUTION_*`, a free port) x two devices, `--data_parallel`, and a
    SIGTERM to process 1 only once the first checkpoint exists: both must stop at the step they
    agree on and exit with status 75;
-3. the same two processes again, resuming to the end.
-Prints one JSON line: exit statuses, the preempted step, the largest weight difference between
+3. the same two processes again, resuming to the end, and beside them one process resuming a copy
+   of the same workdir (another process count).
+Prints one JSON line: exit statuses, the preempted step, the largest weight differences between
 the students of (3) and (1), and the files each workdir holds.
 """
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -120,16 +122,23 @@ def main():
             preempted = launches[-1].output()
             report["preempted_at"] = [line for line in preempted[0].splitlines() if "Preempted at step" in line]
             report["files_after_preemption"] = files(multi)
+            on_one = os.path.join(tmp, "on_one")
+            shutil.copytree(multi, on_one)
+            launches.append(Launch(on_one, teacher, 1, "resumed"))
             launches.append(Launch(multi, teacher, 2, "resumed"))
             report["resumed_codes"] = launches[-1].wait()
+            report["on_one_code"] = launches[-2].wait()[0]
             report["single_code"] = launches[0].wait()[0]
             resumed = launches[-1].output()
+            report["on_one_resumed"] = [line for line in launches[-2].output()[0].splitlines()
+                                        if line.startswith("Resuming")]
             report["resumed_lines"] = [line for line in resumed[0].splitlines() if line.startswith("Resuming")]
             report["process_1_output"] = [line for line in preempted[1].splitlines() + resumed[1].splitlines()
                                           if line.startswith(("distill step", "Resuming", "Saved", "train.py"))]
             report["files"] = {"single": files(single), "multi": files(multi)}
-            report["max_weight_difference"] = max(float(np.abs(a - b).max())
-                                                  for a, b in zip(student(single), student(multi), strict=True))
+            report["max_weight_difference"] = {
+                name: max(float(np.abs(a - b).max()) for a, b in zip(student(single), student(other), strict=True))
+                for name, other in (("multi", multi), ("on_one", on_one))}
         except Exception as error:  # the logs say why
             report["error"] = repr(error)
             report["logs"] = {os.path.basename(log): text[-3000:] for launch in launches
