@@ -42,7 +42,7 @@ def _cpu_conv_fwd(x, kernel, pads):
 def _cpu_conv_bwd(pads, residuals, dy):
     """Both gradients as forward convolutions in the `NHWC`/`HWIO` form, with explicit transposes."""
     x, kernel = residuals
-    back = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(kernel.shape, pads))
+    back = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(kernel.shape[:2], pads))
     dx = _conv(dy, jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2)), back)
     # The kernel gradient: input channels as the batch, the batch as the features, dy as the kernel.
     dkernel = _conv(jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(dy, (1, 2, 0, 3)), pads)
