@@ -42,7 +42,10 @@ class Launch:
     """`processes` train.py processes on one workdir, each in its own process group, logs in the workdir's parent."""
 
     def __init__(self, workdir, teacher, processes, tag):
-        env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+        # A compilation cache shared by the runs: a resumed run loads what its first run compiled.
+        env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+               "JAX_COMPILATION_CACHE_DIR": os.path.join(os.path.dirname(workdir), "jax_cache"),
+               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
         args = [sys.executable, TRAIN, f"--workdir={workdir}", f"--teacher={teacher}",
                 *[f"--set={s}" for s in SETTINGS]]
         if processes > 1:
