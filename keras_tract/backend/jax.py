@@ -40,13 +40,23 @@ def _cpu_conv_fwd(x, kernel, pads):
 
 
 def _cpu_conv_bwd(pads, residuals, dy):
-    """Both gradients as forward convolutions in the `NHWC`/`HWIO` form, with explicit transposes."""
+    """Both gradients in forms XLA:CPU runs as library calls, inside loops too.
+
+    The input gradient is the forward convolution of the padded `dy` with the flipped, transposed kernel.
+    The kernel gradient is one matmul per tap, `dk[i, j] = x^T dy_ij` over all (batch, pixel) rows, with
+    `dy_ij` the padded `dy` shifted by the tap: the same values as a convolution whose kernel is the
+    whole output gradient, which XLA:CPU runs at two to three forwards.
+    """
     x, kernel = residuals
-    back = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(kernel.shape[:2], pads))
+    kh, kw, channels, features = kernel.shape
+    back = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip((kh, kw), pads))
     dx = _conv(dy, jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2)), back)
-    # The kernel gradient: input channels as the batch, the batch as the features, dy as the kernel.
-    dkernel = _conv(jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(dy, (1, 2, 0, 3)), pads)
-    return dx, jnp.transpose(dkernel, (1, 2, 0, 3))
+    dy = jnp.pad(dy, ((0, 0), *back, (0, 0)))
+    rows = jnp.transpose(x.reshape(-1, channels))
+    height, width = x.shape[1:3]
+    taps = [rows @ dy[:, kh - 1 - i:kh - 1 - i + height, kw - 1 - j:kw - 1 - j + width].reshape(-1, features)
+            for i in range(kh) for j in range(kw)]
+    return dx, jnp.stack(taps).reshape(kernel.shape)
 
 
 _cpu_conv.defvjp(_cpu_conv_fwd, _cpu_conv_bwd)
@@ -56,10 +66,10 @@ def conv(x, kernel, bias=None, padding="valid"):
     """A stride-1 convolution of channels-last `x` with a `(kh, kw, I, O)` kernel (odd kh, kw), plus `bias`.
 
     On CPUs the gradient is our own: XLA:CPU runs the convolutions of JAX's own gradient as library
-    calls only after rewriting them into this form, and inside a loop (`lax.scan` over micro-batches)
-    it does not, so they ran as naive loops: a micro-batched step cost 4.9x a whole-batch one. Written
-    in this form they run as library calls everywhere (the same values). GPUs keep JAX's gradient,
-    which XLA maps to cuDNN's backward kernels.
+    calls only after rewriting them into `NHWC`/`HWIO` form, and inside a loop (`lax.scan` over
+    micro-batches) it does not, so they ran as naive loops: a micro-batched step cost 4.9x a
+    whole-batch one. Ours is a forward convolution and matmuls, library calls everywhere (the same
+    values). GPUs keep JAX's gradient, which XLA maps to cuDNN's backward kernels.
     """
     x, kernel = jnp.asarray(x), jnp.asarray(kernel)
     pads = tuple((k // 2, k // 2) if padding == "same" else (0, 0) for k in kernel.shape[:2])
