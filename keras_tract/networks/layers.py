@@ -34,12 +34,22 @@ def zero_init():
         _ZERO_INIT.pop()
 
 
+_DTYPE_NAMES = {}
+
+
+def _dtype_name(dtype):
+    """Keras' name of a backend or string dtype, remembered (standardizing one costs microseconds)."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = keras.backend.standardize_dtype(dtype)
+    return name
+
+
 def cast(x, dtype):
     """`x` (a tensor or variable) as `dtype`, through `ops.cast` only where the dtypes differ: a network
     makes hundreds of these casts per call, and each op costs tens of microseconds of Python on PyTorch."""
     value = x.value if isinstance(x, keras.Variable) else x
-    return value if keras.backend.standardize_dtype(value.dtype) == keras.backend.standardize_dtype(dtype) else (
-        ops.cast(value, dtype))
+    return value if _dtype_name(value.dtype) == _dtype_name(dtype) else ops.cast(value, dtype)
 
 
 def weight_initializer(mode, scale=1.0):
