@@ -10,14 +10,15 @@ most one epoch to get there. `shard=(i, n)` gives process `i` of `n` only its
 slice of every global batch (examples `i * B / n` to `(i + 1) * B / n - 1` of each,
 in batches of `B / n`); images are decoded and converted after that cut, so a
 process decodes only its own share. Only `tf.*` ops run inside the pipeline, so it
-feeds `fit()` on every Keras backend.
+feeds `fit()` on every Keras backend. TensorFlow is imported when a pipeline is
+built, not with this module: its import takes seconds that sampling or loading a
+model does not need.
 """
 
 import os
 import struct
 
 import numpy as np
-import tensorflow as tf
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # The data sources a config names (`data.name`): the builders below, `tfds` by name, folders and .npz files.
@@ -27,6 +28,8 @@ DIGITS_TEACHER = os.path.join(os.path.dirname(__file__), "assets", "digits_teach
 
 def _finish(ds, num_examples, batch_size, num_classes, labels, flip, seed, start=0, repeat=True, shard=(0, 1),
             decode=None, shuffle_buffer=50_000):
+    import tensorflow as tf
+
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, got batch_size={batch_size!r}.")
     index, count = shard
@@ -74,6 +77,8 @@ def from_arrays(images, batch_size, labels=None, num_classes=None, flip=False, s
     """Pipeline over uint8 images `(N, H, W, C)` (or `(N, H, W)`) and optional integer labels `(N,)`.
 
     `repeat=False` gives one shuffled pass over every image (the last batch may be smaller; no resume)."""
+    import tensorflow as tf
+
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
@@ -119,6 +124,7 @@ def tfds_images(name, batch_size, split="train", data_dir=None, labels=False, fl
     A dataset that is not prepared in `data_dir` fails at once unless `download=True` lets TFDS
     download and prepare it (which needs internet; offline, TFDS retries for minutes).
     `repeat=False` gives one pass over every example of `split` (for held-out sets)."""
+    import tensorflow as tf
     import tensorflow_datasets as tfds
 
     try:
@@ -217,6 +223,8 @@ def image_folder(path, batch_size, resolution=None, channels=3, flip=False, seed
     header is read first, so an unreadable file or a folder of mixed sizes fails at once, in one
     line that names a file. `repeat=False` gives one pass over every image.
     """
+    import tensorflow as tf
+
     files = list_images(path)
     sizes = {}
     for file in files:
