@@ -164,16 +164,17 @@ def _conv_gradients_float64(x, w, r, pad):
 
 @pytest.mark.skipif(BACKEND != "jax", reason="the JAX convolution's own gradient (CPUs)")
 @pytest.mark.parametrize("kernel,padding", [(3, "same"), (3, "valid"), (1, "valid")])
-def test_jax_convolution_gradient_matches_float64_inside_and_outside_a_scan(kernel, padding):
+@pytest.mark.parametrize("height,width", [(7, 6), (16, 17)])  # the kernel gradient's two forms
+def test_jax_convolution_gradient_matches_float64_inside_and_outside_a_scan(kernel, padding, height, width):
     import jax
     import jax.numpy as jnp
 
     from keras_tract import backend
 
     rng = np.random.default_rng(kernel)
-    x, w = rng.standard_normal((3, 7, 6, 5)), rng.standard_normal((kernel, kernel, 5, 4))
+    x, w = rng.standard_normal((3, height, width, 5)), rng.standard_normal((kernel, kernel, 5, 4))
     pad = kernel // 2 if padding == "same" else 0
-    r = rng.standard_normal((3, 7 + 2 * pad - kernel + 1, 6 + 2 * pad - kernel + 1, 4))
+    r = rng.standard_normal((3, height + 2 * pad - kernel + 1, width + 2 * pad - kernel + 1, 4))
     dx, dw = _conv_gradients_float64(x, w, r, pad)
     x32, w32, r32 = (jnp.asarray(t, "float32") for t in (x, w, r))
     loss = lambda x, w, r: jnp.sum(backend.conv(x, w, None, padding) * r)  # noqa: E731
