@@ -46,8 +46,8 @@ def _cpu_conv_bwd(pads, residuals, dy):
     From 16x16 pixels up the kernel gradient is one matmul per tap, `dk[i, j] = x^T dy_ij` over all
     (batch, pixel) rows, with `dy_ij` the padded `dy` shifted by the tap; below, it is a convolution
     whose kernel is the whole output gradient (input channels as the batch, the batch as the features).
-    The same values; the convolution costs XLA:CPU two to three forwards at 32x32, and under a
-    millisecond more below 16x16, where the fewer operations compile faster.
+    The same values; the convolution costs XLA:CPU two to three forwards at 32x32, and below 16x16 at
+    most about a millisecond more (batch 16), where its fewer operations compile faster.
     """
     x, kernel = residuals
     kh, kw, channels, features = kernel.shape
