@@ -3,6 +3,8 @@
 import contextlib
 import hashlib
 import os
+import struct
+import zlib
 
 import numpy as np
 
@@ -81,8 +83,26 @@ def text_image(text, scale=2, channels=3):
     return np.repeat((255 * (1 - ink))[..., None], channels, axis=2).astype(np.uint8)
 
 
-def save_png(path, image):
-    """Saves a uint8 `(H, W, C)` image as PNG, atomically."""
-    import tensorflow as tf
+def encode_png(image):
+    """A uint8 `(H, W, C)` image (C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA) as PNG bytes.
 
-    write_atomic(path, tf.io.encode_png(np.asarray(image, np.uint8)).numpy())
+    8 bits per channel, rows unfiltered, zlib-compressed (the PNG specification, sections 5 and 11), in
+    NumPy: no TensorFlow needed to write an image.
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or not 1 <= image.shape[-1] <= 4:
+        raise ValueError(f"`image` must be uint8 (H, W, C) with C in 1-4, got {image.dtype} {image.shape}.")
+    height, width, channels = image.shape
+    rows = np.concatenate([np.zeros((height, 1), np.uint8), image.reshape(height, width * channels)], axis=1)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, (0, 4, 2, 6)[channels - 1], 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+            + chunk(b"IEND", b""))
+
+
+def save_png(path, image):
+    """Saves a uint8 `(H, W, C)` image as PNG (`encode_png`), atomically."""
+    write_atomic(path, encode_png(image))

@@ -29,7 +29,11 @@ class Generator:
 @pytest.fixture(scope="module")
 def inception(tmp_path_factory):
     """A random-weight FID network at the smallest input side (75) and its weights file."""
-    model = fid_inception(resolution=75, input_shape=SHAPE[:2] + (3,))
+    model = fid_inception(resolution=75, input_shape=SHAPE[:2] + (3,))  # built with zero kernels
+    rng = np.random.default_rng(0)
+    for kernel in [w for w in model.weights if w.path.endswith("kernel")]:
+        fan_in = int(np.prod(kernel.shape[:-1]))
+        kernel.assign(rng.uniform(-1, 1, kernel.shape).astype("float32") * np.sqrt(3 / fan_in))
     path = str(tmp_path_factory.mktemp("fid") / "random.weights.h5")
     model.save_weights(path)
     return keras.Model(model.inputs, model.outputs[0]), path

@@ -45,6 +45,7 @@ def test_structure_and_names():
     assert sum(int(np.prod(w.shape)) for w in model.weights if not w.path.startswith("fc/")) == 21_820_000
     assert not any("." in layer.name or "/" in layer.name for layer in model.layers)
     assert not model.trainable_weights
+    assert not any(np.any(keras.ops.convert_to_numpy(w)) for w in model.weights if w.path.endswith("kernel"))
 
 
 @pytest.fixture(scope="module")

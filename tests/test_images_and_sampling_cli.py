@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from helpers.common import once
 
-from keras_tract.images import grid, save_png, to_uint8
+from keras_tract.images import encode_png, grid, save_png, to_uint8
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
 TEACHER = os.path.join(ROOT, "keras_tract", "assets", "digits_teacher.keras")
@@ -25,6 +25,15 @@ def test_uint8_quantization_and_grid(tmp_path):
     save_png(path, g)
     np.testing.assert_array_equal(tf.io.decode_png(tf.io.read_file(path)).numpy(), g)
     assert sorted(os.listdir(tmp_path)) == ["g.png"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_png_decodes_to_the_same_pixels(channels):
+    image = np.random.default_rng(channels).integers(0, 256, (5, 7, channels), dtype=np.uint8)
+    np.testing.assert_array_equal(tf.io.decode_png(encode_png(image)).numpy(), image)
+    for bad in (image.astype("float32"), image[..., 0], np.zeros((2, 2, 5), np.uint8)):
+        with pytest.raises(ValueError, match="`image` must be uint8 \\(H, W, C\\)"):
+            encode_png(bad)
 
 
 @once

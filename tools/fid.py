@@ -155,5 +155,10 @@ def convert(source):
           f"Wrote {FLAGS.out} (sha256 {sha256(FLAGS.out)}).")
 
 
+def reads_with_tensorflow(argv):
+    """Image folders and TFDS inputs are read with TensorFlow; the other inputs need none."""
+    return any(arg.startswith("tfds:") or os.path.isdir(arg) for arg in argv[2:])
+
+
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, tensorflow=reads_with_tensorflow)

@@ -79,8 +79,9 @@ def avg_pool_excluding_padding(x):
 
 
 def _conv_bn(x, name, filters, kernel, strides=1, padding="valid"):
-    """BasicConv2d: bias-free convolution, BatchNorm (eps 1e-3), ReLU."""
-    x = layers.Conv2D(filters, kernel, strides, padding, use_bias=False, name=f"{name}__conv")(x)
+    """BasicConv2d: bias-free convolution, BatchNorm (eps 1e-3), ReLU; zero kernels, as `fid_inception`."""
+    x = layers.Conv2D(filters, kernel, strides, padding, use_bias=False, kernel_initializer="zeros",
+                      name=f"{name}__conv")(x)
     x = layers.BatchNormalization(epsilon=1e-3, name=f"{name}__bn")(x)
     return layers.ReLU()(x)
 
@@ -152,6 +153,10 @@ def fid_inception(mode="tf1", resolution=299, input_shape=(299, 299, 3)):
         input_shape: `(H, W, 3)` of the inputs (static: the resize matrices depend on it;
             the weights do not).
 
+    The weights start at zero, not random: they are always loaded (`load_weights`, or
+    `keras_tract.fid.convert.assign_state_dict`); random kernels made building it take 55 s
+    instead of 6 on one CPU core with JAX, which compiles a random draw for every kernel shape.
+
     Example:
     >>> model = fid_inception(input_shape=(32, 32, 3))  # CIFAR-10 images, resized to 299 inside
     >>> model.load_weights("fid_inception.weights.h5")  # doctest: +SKIP
@@ -178,7 +183,7 @@ def fid_inception(mode="tf1", resolution=299, input_shape=(299, 299, 3)):
     x = _block_e(x, "Mixed_7b", max_pool=False)
     x = _block_e(x, "Mixed_7c", max_pool=True)
     pool3 = layers.GlobalAveragePooling2D(name="pool3")(x)
-    logits = layers.Dense(NUM_CLASSES, name="fc")(pool3)
+    logits = layers.Dense(NUM_CLASSES, kernel_initializer="zeros", name="fc")(pool3)
     model = keras.Model(images, [pool3, logits], name=f"fid_inception_{mode}")
     model.trainable = False
     return model
