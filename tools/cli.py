@@ -14,7 +14,7 @@ def quiet_imports(tensorflow=True):
     that TensorFlow, XLA and CUDA print on a CPU machine silenced; `KERAS_TRACT_STARTUP_LOGS=1` shows them.
 
     A tool that needs no TensorFlow (no `tf.data`, no image decoding) on another backend starts without
-    it: 8 to 10 s sooner on a CPU under PyTorch, whose Keras imports `torch._dynamo` beside TensorFlow.
+    it: 6 to 10 s sooner on a CPU under PyTorch.
     """
     if os.environ.get("KERAS_TRACT_STARTUP_LOGS") == "1":
         return
