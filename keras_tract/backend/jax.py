@@ -73,8 +73,8 @@ def conv(x, kernel, bias=None, padding="valid"):
     On CPUs the gradient is our own: XLA:CPU runs the convolutions of JAX's own gradient as library
     calls only after rewriting them into `NHWC`/`HWIO` form, and inside a loop (`lax.scan` over
     micro-batches) it does not, so they ran as naive loops: a micro-batched step cost 4.9x a
-    whole-batch one. Ours is a forward convolution and matmuls, library calls everywhere (the same
-    values). GPUs keep JAX's gradient, which XLA maps to cuDNN's backward kernels.
+    whole-batch one. Ours is forward convolutions and, from 16x16 pixels up, matmuls: library calls
+    everywhere (the same values; `_cpu_conv_bwd`). GPUs keep JAX's gradient, which XLA maps to cuDNN's backward kernels.
     """
     x, kernel = jnp.asarray(x), jnp.asarray(kernel)
     pads = tuple((k // 2, k // 2) if padding == "same" else (0, 0) for k in kernel.shape[:2])

@@ -79,7 +79,8 @@ def avg_pool_excluding_padding(x):
 
 
 def _conv_bn(x, name, filters, kernel, strides=1, padding="valid"):
-    """BasicConv2d: bias-free convolution, BatchNorm (eps 1e-3), ReLU; zero kernels, as `fid_inception`."""
+    """BasicConv2d: bias-free convolution (kernel starting at zero, see `fid_inception`), BatchNorm
+    (eps 1e-3), ReLU."""
     x = layers.Conv2D(filters, kernel, strides, padding, use_bias=False, kernel_initializer="zeros",
                       name=f"{name}__conv")(x)
     x = layers.BatchNormalization(epsilon=1e-3, name=f"{name}__bn")(x)
