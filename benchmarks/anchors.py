@@ -1,7 +1,8 @@
 """keras-tract against the official TRACT-EDM code on the same network, every backend in one run.
 
-The network is EDM's `SongUNet` in its DDPM++ form (model_channels 32, channel_mult [1, 2, 2], 2 blocks,
-attention at 16x16; 1,754,147 parameters) on 32x32x3 images; the step is TRACT-EDM's: a (40, 1) time
+The network is EDM's `SongUNet` in its DDPM++ form (by default model_channels 32, channel_mult [1, 2, 2],
+2 blocks, attention at 16x16; 1,754,147 parameters; `--network=cifar10` for EDM's CIFAR-10 network) on
+32x32x3 images; the step is TRACT-EDM's: a (40, 1) time
 schedule, a Heun teacher, the self-teacher, the student's forward and backward, Adam and both EMAs.
 For each backend it prints ms per training step, ms per forward (a 1-step sample: one network
 evaluation, compiled as the step is: XLA, a TensorFlow graph or eager PyTorch), the step in forwards,
@@ -17,9 +18,12 @@ PyTorch. Without `--edm` and `--ml_tract` only keras-tract is measured.
 Usage:
     python benchmarks/anchors.py --edm=/path/to/edm --ml_tract=/path/to/ml-tract
     python benchmarks/anchors.py --backends=torch --batch=16 --steps=5
+    python benchmarks/anchors.py --edm=... --ml_tract=... --network=cifar10 --batch=128   # on a GPU
 
-Each backend runs in its own process, one after another; run it on a quiet machine. With `--rounds=R`
-every backend is measured R times and the table shows medians.
+On a machine with a CUDA GPU both run there (PyTorch's default device; JAX and TensorFlow as Keras
+places them) and each timed call waits for the device. Each backend runs in its own process, one after
+another; run it on a quiet machine. With `--rounds=R` every backend is measured R times and the table
+shows medians.
 """
 
 import importlib.util
@@ -33,9 +37,15 @@ import types
 
 from absl import app, flags
 
+NETWORKS = {  # SongUNet in its DDPM++ form, dropout off
+    "small": dict(model_channels=32, channel_mult=[1, 2, 2], num_blocks=2, attn_resolutions=[16], dropout=0.0),
+    "cifar10": dict(model_channels=128, channel_mult=[2, 2, 2], num_blocks=4, attn_resolutions=[16], dropout=0.0),
+}
 flags.DEFINE_list("backends", ["torch", "jax", "tensorflow"], "keras-tract backends to measure.")
 flags.DEFINE_string("edm", None, "A checkout of github.com/NVlabs/edm (the official network).")
 flags.DEFINE_string("ml_tract", None, "A checkout of github.com/apple/ml-tract (the official TRACT-EDM step).")
+flags.DEFINE_enum("network", "small", list(NETWORKS), "small: the network above (1.75M parameters); cifar10: "
+                  "EDM's CIFAR-10 DDPM++ network (model_channels 128, channel_mult [2, 2, 2], 4 blocks).")
 flags.DEFINE_integer("batch", 16, "Batch size.", lower_bound=1)
 flags.DEFINE_integer("steps", 5, "Timed steps and forwards (medians) after two warm-up calls.", lower_bound=1)
 flags.DEFINE_integer("rounds", 1, "Rounds over the backends; the table shows medians.",
@@ -47,7 +57,6 @@ flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
 flags.DEFINE_string("measure", None, "Internal: measure this backend in this process.")
 FLAGS = flags.FLAGS
 
-NETWORK = dict(model_channels=32, channel_mult=[1, 2, 2], num_blocks=2, attn_resolutions=[16], dropout=0.0)
 NUM_STEPS, RESOLUTION = 40, 32
 MODES = {"torch": ("eager", "torch.compile")}  # how each backend runs without / with jit_compile
 
@@ -81,11 +90,13 @@ def official_model(edm, ml_tract, batch):
     attributes are those its `__init__` sets (teacher, self-teacher and inference EMAs, Adam, sigmas)."""
     import torch
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
     sys.path[:0] = [edm]
     lib = types.ModuleType("lib")
     lib.optim = _load("lib.optim", os.path.join(ml_tract, "lib", "optim.py"))
     lib.train = types.SimpleNamespace(TrainModel=torch.nn.Module, TrainInfo=object)
-    lib.distributed = types.SimpleNamespace(device=lambda: "cpu", device_id=lambda: "cpu", barrier=lambda: None,
+    lib.distributed = types.SimpleNamespace(device=lambda: device, device_id=lambda: device, barrier=lambda: None,
                                             auto_distribute=lambda f: f)
     lib.util = types.SimpleNamespace(FLAGS=None, int_str=int)
     sys.modules.update({"lib": lib, "lib.distributed": lib.distributed, "lib.util": lib.util})
@@ -95,7 +106,8 @@ def official_model(edm, ml_tract, batch):
     cls = tc.EluDDIM05TCMultiStepx0
     m = cls.__new__(cls)
     torch.nn.Module.__init__(m)
-    net = EDMPrecond(img_resolution=RESOLUTION, img_channels=3, model_type="SongUNet", **NETWORK)
+    network = NETWORKS[FLAGS.network]
+    net = EDMPrecond(img_resolution=RESOLUTION, img_channels=3, model_type="SongUNet", **network).to(device)
     net.train().requires_grad_(True)
     ema = 1e-3 ** (1 / 1000)
     m.model = net
@@ -105,15 +117,19 @@ def official_model(edm, ml_tract, batch):
     m.opt = torch.optim.Adam(net.parameters(), lr=1e-4, weight_decay=0.0)
     sigma = torch.linspace(cls.SIGMA_MIN ** (1 / cls.RHO), cls.SIGMA_MAX ** (1 / cls.RHO), NUM_STEPS,
                            dtype=torch.double).pow(cls.RHO)
-    m.register_buffer("sigma", torch.cat([torch.zeros_like(sigma[:1]), sigma]))
+    m.register_buffer("sigma", torch.cat([torch.zeros_like(sigma[:1]), sigma]).to(device))
     m.timesteps, m.time_schedule, m.num_classes, m.use_imagenet, m.COLORS = NUM_STEPS, (NUM_STEPS, 1), 10, False, 3
     m.params = types.SimpleNamespace(lr_warmup=None, res=RESOLUTION)
-    x = torch.rand(batch, 3, RESOLUTION, RESOLUTION) * 2 - 1
-    step = lambda: m.train_op(None, x, None)  # noqa: E731
+    x = torch.rand(batch, 3, RESOLUTION, RESOLUTION, device=device) * 2 - 1
+
+    def step():
+        m.train_op(None, x, None)
+        sync()
 
     def forward():
         with torch.no_grad():
             m.forward(batch)
+        sync()
 
     return step, forward, sum(p.numel() for p in net.parameters())
 
@@ -129,7 +145,7 @@ def ours(batch, between):
 
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (batch * (FLAGS.steps + 2), RESOLUTION, RESOLUTION, 3)).astype("float32")
-    teacher = kt.EDMPrecond(kt.networks.SongUNet(**NETWORK))
+    teacher = kt.EDMPrecond(kt.networks.SongUNet(**NETWORKS[FLAGS.network]))
     teacher(x[:1], np.ones((1,), "float32"))
     schedule = kt.KarrasSchedule(NUM_STEPS)
     student = clone(teacher, "student")
@@ -155,6 +171,25 @@ def ours(batch, between):
     return statistics.median(step_ms[2:]), forward, teacher.count_params(), bool(distiller.jit_compile)
 
 
+def device_name():
+    """The accelerator keras-tract runs on in this process, or "CPU"."""
+    import keras
+
+    if keras.config.backend() == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return "CPU" if device.platform == "cpu" else device.device_kind
+    if keras.config.backend() == "torch":
+        import torch
+
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "CPU"
+
+
 def measure(what):
     """Numbers of one backend, and of the official code measured in turn with it, as a JSON line on stdout."""
     import keras
@@ -173,7 +208,7 @@ def measure(what):
             official_steps.append((time.perf_counter() - start) * 1e3)
 
     step, forward, params, jit_compile = ours(FLAGS.batch, between)
-    result = dict(step=step, params=params, keras=keras.__version__, jit_compile=jit_compile)
+    result = dict(step=step, params=params, keras=keras.__version__, jit_compile=jit_compile, device=device_name())
     if official:
         result["forward"], result["official_forward"] = interleaved([forward, official[1]], FLAGS.steps)
         result.update(official_step=statistics.median(official_steps[2:]), official_params=official[2])
@@ -184,7 +219,7 @@ def measure(what):
 
 def run(backend):
     args = [sys.executable, os.path.abspath(__file__), f"--measure={backend}", f"--batch={FLAGS.batch}",
-            f"--steps={FLAGS.steps}", f"--jit_compile={FLAGS.jit_compile}"]
+            f"--steps={FLAGS.steps}", f"--network={FLAGS.network}", f"--jit_compile={FLAGS.jit_compile}"]
     args += [f"--{k}={getattr(FLAGS, k)}" for k in ("edm", "ml_tract", "threads") if getattr(FLAGS, k)]
     proc = subprocess.run(args, env=dict(os.environ, KERAS_BACKEND=backend), capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -202,8 +237,8 @@ def main(_):
                               ("ml_tract", FLAGS.ml_tract, "tc_distill_edm.py")):
         if path and not os.path.isfile(os.path.join(path, inner)):
             sys.exit(f"--{name}={path!r} has no {inner}: point it to a checkout of the repository.")
-    print(f"batch {FLAGS.batch}, {RESOLUTION}x{RESOLUTION}x3, SongUNet {NETWORK}, ({NUM_STEPS}, 1) Heun teacher; "
-          f"median of {FLAGS.steps} calls; {os.cpu_count()} CPUs")
+    print(f"batch {FLAGS.batch}, {RESOLUTION}x{RESOLUTION}x3, SongUNet {NETWORKS[FLAGS.network]}, "
+          f"({NUM_STEPS}, 1) Heun teacher; median of {FLAGS.steps} calls; {os.cpu_count()} CPUs")
     rounds = {name: [] for name in FLAGS.backends}
     for i in range(FLAGS.rounds):
         for name in FLAGS.backends:
@@ -228,7 +263,8 @@ def main(_):
               f" {ours_ratio / official_ratio:>21.2f}")
         print(f"{'  official, in turn':<32} {r['official_step']:>9.1f} {r['official_forward']:>11.1f}"
               f" {official_ratio:>13.2f}")
-    print(f"parameters: keras-tract {r['params']:,}, official {r['official_params']:,}")
+    print(f"parameters: keras-tract {r['params']:,}, official {r['official_params']:,}; devices: "
+          + ", ".join(f"{name} {r['device']}" for name, r in results.items()))
 
 
 if __name__ == "__main__":
