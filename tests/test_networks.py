@@ -63,6 +63,37 @@ def test_small_networks_train_and_round_trip(name, tmp_path):
                                rtol=1e-6, atol=1e-6)
 
 
+def test_weight_init_draws_edms_distributions_from_a_seed():
+    """`WeightInit`: EDM's distributions for the layer's fans (a conv kernel `(kh, kw, in, out)` has fan_in
+    `in * kh * kw`), bounds and standard deviations against the closed forms; a bias takes its layer's fans;
+    a seed (or `keras.utils.set_random_seed`) fixes the draw, through the config too."""
+    shape, fan_in, fan_out = (3, 3, 64, 32), 576, 288
+    for mode, limit, std in (("xavier_uniform", np.sqrt(6 / (fan_in + fan_out)), None),
+                             ("kaiming_uniform", np.sqrt(3 / fan_in), None),
+                             ("kaiming_normal", None, np.sqrt(1 / fan_in)), ("normal", None, 1.0)):
+        w = to_numpy(layers.WeightInit(mode, scale=0.5, seed=3)(shape, "float32"))
+        assert w.shape == shape
+        if limit is not None:
+            assert 0.99 * 0.5 * limit < np.abs(w).max() <= 0.5 * limit
+            std = limit / np.sqrt(3)
+        np.testing.assert_allclose(w.std(), 0.5 * std, rtol=0.02, err_msg=mode)
+        assert abs(w.mean()) < 4 * 0.5 * std / np.sqrt(w.size)
+    bias = to_numpy(layers.WeightInit("kaiming_uniform", fans=(fan_in, fan_out), seed=1)((4096,)))
+    assert 0.99 * np.sqrt(3 / fan_in) < np.abs(bias).max() <= np.sqrt(3 / fan_in)
+    init = layers.WeightInit("xavier_uniform", seed=7)
+    np.testing.assert_array_equal(to_numpy(type(init).from_config(init.get_config())(shape)), to_numpy(init(shape)))
+    builds = []
+    for _ in range(2):
+        keras.utils.set_random_seed(5)
+        builds.append(layers.UNetBlock(8, attention=True, num_heads=2))
+        builds[-1].build(((2, 8, 8, 4), (2, 16)))
+    for a, b in zip(builds[0].get_weights(), builds[1].get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(builds[0].get_weights()[0]).max() > 0
+    with pytest.raises(ValueError, match="got 'uniform'"):
+        layers.WeightInit("uniform")
+
+
 def test_resampling_filters():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 8, 8, 3)).astype("float32")

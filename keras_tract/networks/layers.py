@@ -52,25 +52,56 @@ def cast(x, dtype):
     return value if _dtype_name(value.dtype) == _dtype_name(dtype) else ops.cast(value, dtype)
 
 
+@register_keras_serializable(package="keras_tract")
+class WeightInit(keras.initializers.Initializer):
+    """EDM's `weight_init` (`training/networks.py`) times `scale`, drawn by NumPy on the host.
+
+    On the host because JAX compiles a random draw for every new shape (building a small U-Net spent
+    about 40 s compiling them), and so that one seed gives the same weights on every backend.
+
+    Args:
+        mode: `"xavier_uniform"` (uniform on +-sqrt(6 / (fan_in + fan_out))), `"kaiming_uniform"`
+            (+-sqrt(3 / fan_in)), `"kaiming_normal"` (std sqrt(1 / fan_in)) or `"normal"` (std 1).
+        scale: multiplies the draw (EDM's `init_weight`, `init_bias`).
+        fans: `(fan_in, fan_out)`; default from the shape as Keras counts them, `(kh, kw, in, out)`
+            giving `in * kh * kw` and `out * kh * kw` (a bias passes its layer's).
+        seed: int; None draws one from Python's `random` (seeded by `keras.utils.set_random_seed`).
+    """
+
+    MODES = ("xavier_uniform", "kaiming_uniform", "kaiming_normal", "normal")
+
+    def __init__(self, mode, scale=1.0, fans=None, seed=None):
+        if mode not in self.MODES:
+            raise ValueError(f"`init_mode` must be one of {', '.join(self.MODES)}, got {mode!r}.")
+        self.mode, self.scale = mode, float(scale)
+        self.fans = None if fans is None else tuple(int(f) for f in fans)
+        self.seed = random.randint(1, 10**9) if seed is None else int(seed)
+
+    def __call__(self, shape, dtype=None):
+        receptive = math.prod(shape[:-2]) if len(shape) > 2 else 1
+        fan_in, fan_out = self.fans or (shape[-2] * receptive if len(shape) > 1 else shape[-1], shape[-1] * receptive)
+        rng = np.random.default_rng(self.seed)
+        if self.mode.endswith("uniform"):
+            limit = math.sqrt(6 / (fan_in + fan_out) if self.mode == "xavier_uniform" else 3 / fan_in)
+            values = rng.uniform(-limit, limit, shape)
+        else:
+            values = rng.standard_normal(shape) * (math.sqrt(1 / fan_in) if self.mode == "kaiming_normal" else 1.0)
+        return ops.convert_to_tensor(self.scale * values, dtype=keras.backend.standardize_dtype(dtype))
+
+    def get_config(self):
+        return {"mode": self.mode, "scale": self.scale, "fans": self.fans, "seed": self.seed}
+
+
 def weight_initializer(mode, scale=1.0):
-    """EDM's `weight_init` modes as Keras initializers, scaled by `scale` (EDM's `init_weight`)."""
-    if scale == 0 or _ZERO_INIT:
-        return "zeros"
-    if mode == "xavier_uniform":
-        return keras.initializers.VarianceScaling(scale**2, "fan_avg", "uniform")
-    if mode == "kaiming_uniform":
-        return keras.initializers.VarianceScaling(scale**2, "fan_in", "uniform")
-    if mode == "kaiming_normal":
-        return keras.initializers.VarianceScaling(scale**2, "fan_in", "untruncated_normal")
-    raise ValueError(f"`init_mode` must be xavier_uniform, kaiming_uniform or kaiming_normal, got {mode!r}.")
+    """EDM's `weight_init` modes, scaled by `scale` (EDM's `init_weight`)."""
+    if mode not in WeightInit.MODES[:3]:
+        raise ValueError(f"`init_mode` must be xavier_uniform, kaiming_uniform or kaiming_normal, got {mode!r}.")
+    return "zeros" if scale == 0 or _ZERO_INIT else WeightInit(mode, scale)
 
 
 def bias_initializer(mode, fan_in, fan_out, scale):
     """EDM's bias init: the weight distribution for the layer's fans, times `scale` (EDM's `init_bias`)."""
-    if scale == 0 or _ZERO_INIT:
-        return "zeros"
-    limit = {"xavier_uniform": math.sqrt(6 / (fan_in + fan_out)), "kaiming_uniform": math.sqrt(3 / fan_in)}[mode]
-    return keras.initializers.RandomUniform(-limit * scale, limit * scale)
+    return "zeros" if scale == 0 or _ZERO_INIT else WeightInit(mode, scale, fans=(fan_in, fan_out))
 
 
 @register_keras_serializable(package="keras_tract")
@@ -365,7 +396,7 @@ class FourierEmbedding(keras.layers.Layer):
     def build(self, input_shape):
         self.freqs = self.add_weight(shape=(self.num_channels // 2,), name="freqs", trainable=False,
                                      initializer="zeros" if _ZERO_INIT else
-                                     keras.initializers.RandomNormal(stddev=self.scale))
+                                     WeightInit("normal", self.scale))
 
     def call(self, x):
         x = ops.cast(x, "float32")[:, None] * (2 * np.pi * ops.cast(self.freqs, "float32"))

@@ -5,7 +5,7 @@ import numpy as np
 from keras import ops
 from keras.saving import register_keras_serializable
 
-from keras_tract.networks.layers import Dropout
+from keras_tract.networks.layers import Dropout, WeightInit
 
 
 @register_keras_serializable(package="keras_tract")
@@ -56,7 +56,8 @@ class MLPNetwork(keras.layers.Layer):
         return self.num_classes or 0
 
     def _dense(self, name, fan_in, units):
-        kernel = self.add_weight(shape=(fan_in, units), initializer="glorot_uniform", name=f"{name}_kernel")
+        kernel = self.add_weight(shape=(fan_in, units), initializer=WeightInit("xavier_uniform"),
+                                 name=f"{name}_kernel")
         bias = self.add_weight(shape=(units,), initializer="zeros", name=f"{name}_bias")
         return kernel, bias
 
