@@ -6,7 +6,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from helpers.common import circle_mixture, mixture_data, mlp_student, once, once_beside_jax, to_numpy
+from helpers.common import circle_mixture, learns_on_jax, mixture_data, mlp_student, once, once_beside_jax, to_numpy
 
 import keras_tract
 from keras_tract import GaussianMixtureDenoiser, KarrasSchedule, TRACTDistiller
@@ -35,6 +35,7 @@ def assert_weights_equal(a, b, **tol):
 
 
 @pytest.mark.slow
+@learns_on_jax
 def test_learns_one_step_sampler_from_exact_teacher():
     """2-D mixture of 8 Gaussians, (40, 1): 1-step student vs the teacher's 40-step Heun samples."""
     import tensorflow as tf
@@ -58,6 +59,25 @@ def test_learns_one_step_sampler_from_exact_teacher():
     assert naive > 0.5
     assert student < 0.1
     assert int(to_numpy(distiller.skipped_steps)) == 0
+
+
+@pytest.mark.parametrize("time_schedule, phase, groups, offsets", [
+    ((40, 1), 0, 1, 40), ((40, 8, 1), 0, 8, 5), ((40, 8, 1), 1, 1, 8)])
+def test_draws_are_uniform_levels_and_standard_normal_noise(time_schedule, phase, groups, offsets):
+    """This backend's draws: the group uniform on [1, groups], the offset uniform on [0, offsets), the noise
+    N(0, 1), and the next draw new (chi-square and Kolmogorov-Smirnov tests at p = 1e-4)."""
+    from scipy import stats
+
+    distiller = make_distiller(time_schedule)
+    distiller.phase.assign(phase)
+    num = 8000
+    noise, group, offset = (to_numpy(t) for t in distiller.draw((num, 2)))
+    for values, low, count in ((group, 1, groups), (offset, 0, offsets)):
+        assert values.shape == (num,) and values.min() >= low and values.max() == low + count - 1
+        if count > 1:
+            assert stats.chisquare(np.bincount(values.astype(int) - low, minlength=count)).pvalue > 1e-4
+    assert noise.shape == (num, 2) and stats.kstest(noise.ravel(), "norm").pvalue > 1e-4
+    assert not np.allclose(to_numpy(distiller.draw((num, 2))[0]), noise)
 
 
 def test_phases_refresh_teacher_and_give_each_step_count():

@@ -17,6 +17,12 @@ once_beside_jax = pytest.mark.skipif(
     keras.config.backend() != "jax" and os.environ.get("KERAS_TRACT_RUN_ONCE") != "1",
     reason="runs once, with the JAX suite (tests/run.sh): its processes pick their own backend; "
            "KERAS_TRACT_RUN_ONCE=1 runs it here")
+# A long learning run, on JAX (the fastest here): the other backends' TRACT step equals JAX's
+# (test_cross_backend_parity) and their random draws are tested on their own.
+learns_on_jax = pytest.mark.skipif(
+    keras.config.backend() != "jax" and os.environ.get("KERAS_TRACT_RUN_ONCE") != "1",
+    reason="learns on JAX alone: the other backends' step equals JAX's (test_cross_backend_parity) and their "
+           "draws are tested apart; KERAS_TRACT_RUN_ONCE=1 runs it here")
 
 
 
