@@ -150,6 +150,7 @@ class Distiller(Trainer):
         phase = ops.minimum(self.phase, self.num_phases - 1)
         semi = ops.take(ops.convert_to_tensor(self._semi), phase)
         delta = ops.take(ops.convert_to_tensor(self._delta), phase)
+        group, offset = ops.convert_to_tensor(group, "int32"), ops.convert_to_tensor(offset, "int32")
         i0 = delta * group - semi * offset
         return i0, i0 - semi, delta * (group - 1)
 
