@@ -6,7 +6,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from helpers.common import circle_mixture, learns_on_jax, mixture_data, mlp_student, once, once_beside_jax, to_numpy
+from helpers.common import circle_mixture, learns_on_jax, mixture_data, mlp_student, once, to_numpy
 
 import keras_tract
 from keras_tract import GaussianMixtureDenoiser, KarrasSchedule, TRACTDistiller
@@ -198,7 +198,7 @@ def test_checkpoint_resumes_on_another_backend(tmp_path):
 
 
 @pytest.mark.slow
-@once_beside_jax  # its processes pick their own backend; balances tests/run.sh's lanes
+@once  # its processes pick their own backend
 def test_cross_backend_parity(tmp_path):
     here = os.path.dirname(__file__)
     results = {}
