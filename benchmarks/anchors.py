@@ -2,8 +2,8 @@
 
 The network is EDM's `SongUNet` in its DDPM++ form (by default model_channels 32, channel_mult [1, 2, 2],
 2 blocks, attention at 16x16; 1,754,147 parameters; `--network=cifar10` for EDM's CIFAR-10 network) on
-32x32x3 images; the step is TRACT-EDM's: a (40, 1) time
-schedule, a Heun teacher, the self-teacher, the student's forward and backward, Adam and both EMAs.
+32x32x3 images; the step is TRACT-EDM's: a (40, 1) time schedule, a Heun teacher, the self-teacher, the
+student's forward and backward, Adam and both EMAs.
 For each backend it prints ms per training step, ms per forward (a 1-step sample: one network
 evaluation, compiled as the step is: XLA, a TensorFlow graph or eager PyTorch), the step in forwards,
 and the ratios to the official code, which runs in the same process, taking turns with keras-tract step
