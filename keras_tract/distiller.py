@@ -14,7 +14,7 @@ from keras import ops
 from keras.saving import register_keras_serializable
 
 from keras_tract.denoisers import build_denoiser, expand_to, image_shape
-from keras_tract.ema import clone, ema_update, freeze
+from keras_tract.ema import clone, ema_update, freeze, weight_pairs
 from keras_tract.losses import edm_errors, snr_trunc_errors
 from keras_tract.schedules import Schedule
 from keras_tract.solvers import check_solver, ddim_step, heun_step, sample
@@ -195,17 +195,19 @@ class Distiller(Trainer):
 
     def end_step(self, finite, loss):
         """State updates after the optimizer step; `finite` False means the step was skipped."""
+        pairs = lambda role, source: self.per_fit(role, lambda: weight_pairs(getattr(self, role), source))  # noqa: E731
         if self.self_teacher is not None:
             ema_update(self.self_teacher, self.student, self.self_teacher_momentum,
-                       self.self_teacher_count, finite)
+                       self.self_teacher_count, finite, pairs("self_teacher", self.student))
         ema_update(self.inference_student, self.student, self.inference_momentum,
-                   self.inference_count, finite)
+                   self.inference_count, finite, pairs("inference_student", self.student))
         logs = self.record_step(finite, loss)
         step = self.step_count.value
         if self.phase_teacher is not None:
             phase = ops.minimum(step // self.steps_per_phase, self.num_phases - 1)
             changed = ops.not_equal(phase, self.phase)
-            for dst, src in zip(self.phase_teacher.weights, self.inference_student.weights):
+            floats, others = pairs("phase_teacher", self.inference_student)
+            for dst, src in floats + others:
                 dst.assign(ops.where(changed, src.value, dst.value))
             if self.reset_inference_ema_on_phase:
                 self.inference_count.assign(ops.where(changed, 0, self.inference_count.value))

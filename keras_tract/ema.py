@@ -51,7 +51,13 @@ def clone(denoiser, name, config=None, dtype_policy=None):
     return freeze(copy)
 
 
-def ema_update(average, source, momentum, counter, active):
+def weight_pairs(average, source):
+    """`(floats, others)`: the pairs `(average weight, source weight)` of float dtype, and the rest, in order."""
+    pairs = list(zip(average.weights, source.weights))
+    return [p for p in pairs if "float" in str(p[0].dtype)], [p for p in pairs if "float" not in str(p[0].dtype)]
+
+
+def ema_update(average, source, momentum, counter, active, pairs=None):
     """One bias-corrected EMA step of `average`'s weights towards `source`'s, where `active`.
 
     `counter <- counter + 1`, `d = (1 - momentum) / (1 - momentum^counter)` and
@@ -64,6 +70,7 @@ def ema_update(average, source, momentum, counter, active):
         momentum: Python float in [0, 1).
         counter: int32 scalar variable, the number of updates so far.
         active: bool scalar tensor.
+        pairs: `weight_pairs(average, source)`, if kept from an earlier step.
     """
     count = counter + ops.cast(active, "int32")
     if momentum == 0.0:
@@ -72,10 +79,8 @@ def ema_update(average, source, momentum, counter, active):
         decay = ops.cast(count, "float32") * math.log(momentum)
         rate = (1.0 - momentum) / -ops.expm1(ops.minimum(decay, -1e-30))
     rate = ops.where(active, rate, 0.0)
-    pairs = list(zip(average.weights, source.weights))
-    floats = [(a, s) for a, s in pairs if "float" in str(a.dtype)]
+    floats, others = pairs or weight_pairs(average, source)
     backend.lerp_variables([a for a, _ in floats], [s for _, s in floats], rate)
-    for avg, src in pairs:
-        if "float" not in str(avg.dtype):
-            avg.assign(ops.where(active, src.value, avg.value))
+    for avg, src in others:
+        avg.assign(ops.where(active, src.value, avg.value))
     counter.assign(count)

@@ -115,7 +115,8 @@ class EDMTrainer(Trainer):
         return ops.mean(ops.sum(edm_errors(self.denoiser, *prepared, labels), axis=1))
 
     def end_step(self, finite, loss):
-        backend.lerp_variables(self.ema.weights, self.denoiser.weights, ops.where(finite, 1.0 - self.ema_beta, 0.0))
+        weights = self.per_fit("ema", lambda: (self.ema.weights, self.denoiser.weights))
+        backend.lerp_variables(*weights, ops.where(finite, 1.0 - self.ema_beta, 0.0))
         return self.record_step(finite, loss)
 
     def get_config(self):

@@ -15,6 +15,8 @@ This base keeps the step and skipped-step counters, the random state (saved
 with the model) and the loss tracker.
 """
 
+import types
+
 import keras
 import numpy as np
 from keras import ops
@@ -82,6 +84,24 @@ class Trainer(backend.TrainStep, keras.Model):
                                          initializer=lambda shape, dtype: ops.copy(state.value),
                                          name="rng_state")
         self.loss_tracker = keras.metrics.Mean(name="loss")
+        # A namespace, not a dict: Keras would make the variables listed in a dict the trainer's own (saved twice).
+        self._per_fit = types.SimpleNamespace(values={})
+
+    def per_fit(self, key, make):
+        """`make()`, kept from its first call until the next `fit()` (Keras' `make_train_function`).
+
+        For the lists of variables a step walks: listing a model's weights costs milliseconds of Python,
+        which PyTorch's eager step would pay at every step (JAX and TensorFlow trace the step once).
+        Never for values computed inside a traced step.
+        """
+        values = self._per_fit.values
+        if key not in values:
+            values[key] = make()
+        return values[key]
+
+    def make_train_function(self, force=False):
+        self._per_fit.values.clear()
+        return super().make_train_function(force)
 
     def add_counter(self, name):
         """A saved int32 scalar variable, starting at 0."""

@@ -2,6 +2,7 @@ import importlib
 import os
 import subprocess
 import sys
+import threading
 
 import keras
 import numpy as np
@@ -163,6 +164,46 @@ def test_all_finite_sees_any_non_finite_gradient():
         assert not check(bad, big, np.ones(3))
     half = keras.ops.cast(keras.ops.convert_to_tensor(np.array([1.0, np.inf], "float32")), "bfloat16")
     assert not to_numpy(all_finite(keras.ops.convert_to_tensor(0.5), [half]))
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's adapter")
+def test_scope_defaults_fill_only_unset_scopes():
+    """`fill_scope_defaults` sets Keras' unset scopes to None (what Keras reads for them) and keeps entered ones."""
+    from keras.src.backend.common import global_state
+    from keras.src.backend.common.stateless_scope import in_stateless_scope
+    from keras.src.backend.torch.core import get_device
+
+    from keras_tract.backend.torch import _SCOPES, fill_scope_defaults
+
+    seen = []
+
+    def fresh_thread():  # Keras' scopes are thread-local: a new thread has none set
+        tracker = global_state.GLOBAL_STATE_TRACKER
+        unset = [name for name in _SCOPES if not hasattr(tracker, name)]
+        fill_scope_defaults()
+        seen.append((unset, [getattr(tracker, name) for name in _SCOPES]))
+
+    thread = threading.Thread(target=fresh_thread)
+    thread.start()
+    thread.join()
+    assert seen == [(list(_SCOPES), [None, None, None])]
+    with keras.device("meta"), keras.StatelessScope() as scope:
+        fill_scope_defaults()
+        assert get_device() == "meta" and in_stateless_scope()
+        assert global_state.get_global_attribute("stateless_scope") is scope
+    assert get_device() != "meta" and not in_stateless_scope()
+
+
+def test_step_lists_are_kept_for_one_fit():
+    """`per_fit` keeps what a step walks (here the EMA's weight pairs) until the next `fit()`."""
+    distiller = compiled(make_distiller())
+    distiller.fit(mixture_data(16), batch_size=8, epochs=1, shuffle=False, verbose=0)
+    floats, others = distiller.per_fit("inference_student", None)
+    assert [(a.path, s.path) for a, s in floats] == [
+        (a.path, s.path) for a, s in zip(distiller.inference_student.weights, distiller.student.weights)]
+    assert others == [] and distiller.per_fit("probe", lambda: 1) == distiller.per_fit("probe", lambda: 2) == 1
+    distiller.fit(mixture_data(16), batch_size=8, epochs=1, shuffle=False, verbose=0)
+    assert distiller.per_fit("probe", lambda: 2) == 2
 
 
 def test_only_student_is_trainable():

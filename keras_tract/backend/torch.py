@@ -2,6 +2,20 @@
 
 import keras
 import torch
+from keras.src.backend.common import global_state
+
+# Keras' thread-local scopes that every PyTorch op and variable read looks up.
+_SCOPES = ("torch_device", "stateless_scope", "autocast_scope")
+
+
+def fill_scope_defaults():
+    """Sets Keras' device, stateless and autocast scopes that this thread never entered to None, the value
+    Keras reads for them then (and leaves after a scope exits). An unset one costs a caught AttributeError
+    at each lookup, about ten thousand a distillation step: a variable read takes 6.2 us instead of 1.2."""
+    tracker = global_state.GLOBAL_STATE_TRACKER
+    for name in _SCOPES:
+        if not hasattr(tracker, name):
+            setattr(tracker, name, None)
 
 
 def compile_function(model, fn, jit_compile=False):
@@ -10,6 +24,7 @@ def compile_function(model, fn, jit_compile=False):
     compiled = torch.compile(fn) if jit_compile else fn
 
     def call(*args):
+        fill_scope_defaults()
         with torch.no_grad():
             return compiled(*args)
 
@@ -45,9 +60,14 @@ def num_replicas():
 
 
 def all_finite(loss, grads):
-    """Whether `loss` and every gradient are finite, from one fused max-abs over all of them."""
+    """Whether `loss` and every gradient are finite: from the float32 2-norms (one fused pass), and only
+    where one is not finite (a NaN or an infinity, or squares beyond float32) from the exact max-abs
+    (three times slower on CPUs)."""
     tensors = [t for t in [loss.reshape(1), *grads] if t.numel()]
-    return torch.stack(torch._foreach_norm(tensors, float("inf"), dtype=torch.float32)).isfinite().all()
+    finite = torch.stack(torch._foreach_norm(tensors, 2)).isfinite().all()
+    if not finite:
+        finite = torch.stack(torch._foreach_norm(tensors, float("inf"), dtype=torch.float32)).isfinite().all()
+    return finite
 
 
 def split(tree, k):
@@ -63,11 +83,15 @@ class TrainStep:
     """`train_step` for PyTorch: autograd on the student; the optimizer runs only on finite gradients."""
 
     def train_step(self, data):
+        fill_scope_defaults()
         x, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         k = self.micro_batches
+        variables = self.per_fit("trainable_variables", lambda: list(self.trainable_variables))
+        params = self.per_fit("parameters", lambda: [v.value for v in variables])
         with torch.no_grad():
             draws = self.draw(tuple(x.shape))
-        self.zero_grad()
+        for p in params:
+            p.grad = None
         total = 0.0
         for x_part, labels_part, draws_part in split((x, labels, draws), k):
             with torch.no_grad():
@@ -76,8 +100,7 @@ class TrainStep:
             (loss / k).backward()
             total = total + loss.detach()
         loss = total / k
-        variables = self.trainable_variables
-        grads = [v.value.grad for v in variables]
+        grads = [p.grad for p in params]
         with torch.no_grad():
             finite = all_finite(loss, [g for g in grads if g is not None])
             if finite:
