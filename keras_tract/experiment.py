@@ -321,7 +321,7 @@ class Run:
             x = sample(model.ema, builders.schedule(self.config), noise,
                        solver=self.config["distill"]["teacher_solver"], labels=labels)
         if self.writer:
-                save_png(os.path.join(self.workdir, "samples", f"{self.stage}_{step:08d}.png"),
+            save_png(os.path.join(self.workdir, "samples", f"{self.stage}_{step:08d}.png"),
                      grid(to_uint8(keras.ops.convert_to_numpy(x))))
 
     # --- the whole stage -----------------------------------------------------------

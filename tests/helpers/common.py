@@ -6,24 +6,23 @@ import keras
 import numpy as np
 import pytest
 
+
+def runs_on(backend, reason):
+    """Skips a test unless the suite runs on `backend` (or KERAS_TRACT_RUN_ONCE=1 is set)."""
+    return pytest.mark.skipif(keras.config.backend() != backend and os.environ.get("KERAS_TRACT_RUN_ONCE") != "1",
+                              reason=f"{reason}; KERAS_TRACT_RUN_ONCE=1 runs it here")
+
+
 # For tests that start their own processes (a CLI, every backend) or test backend-independent logic:
 # one run is enough. They go with the PyTorch suite, which tests/run.sh runs beside the slower JAX suite.
-once = pytest.mark.skipif(
-    keras.config.backend() != "torch" and os.environ.get("KERAS_TRACT_RUN_ONCE") != "1",
-    reason="runs once, with the torch suite (tests/run.sh): it starts its own processes or tests no "
-           "backend-specific code; KERAS_TRACT_RUN_ONCE=1 runs it here")
+once = runs_on("torch", "runs once, with the torch suite (tests/run.sh): it starts its own processes or tests no "
+                        "backend-specific code")
 # The same for a test whose processes pick their own backend, sent to the JAX suite to balance tests/run.sh's lanes.
-once_beside_jax = pytest.mark.skipif(
-    keras.config.backend() != "jax" and os.environ.get("KERAS_TRACT_RUN_ONCE") != "1",
-    reason="runs once, with the JAX suite (tests/run.sh): its processes pick their own backend; "
-           "KERAS_TRACT_RUN_ONCE=1 runs it here")
+once_beside_jax = runs_on("jax", "runs once, with the JAX suite (tests/run.sh): its processes pick their own backend")
 # A long learning run, on JAX (the fastest here): the other backends' TRACT step equals JAX's
 # (test_cross_backend_parity) and their random draws are tested on their own.
-learns_on_jax = pytest.mark.skipif(
-    keras.config.backend() != "jax" and os.environ.get("KERAS_TRACT_RUN_ONCE") != "1",
-    reason="learns on JAX alone: the other backends' step equals JAX's (test_cross_backend_parity) and their "
-           "draws are tested apart; KERAS_TRACT_RUN_ONCE=1 runs it here")
-
+learns_on_jax = runs_on("jax", "learns on JAX alone: the other backends' step equals JAX's "
+                               "(test_cross_backend_parity) and their draws are tested apart")
 
 
 def to_numpy(x):
