@@ -215,27 +215,33 @@ def test_only_student_is_trainable():
 @pytest.mark.slow
 @once
 def test_checkpoint_resumes_on_another_backend(tmp_path):
-    """Checkpointed under PyTorch, resumed under JAX and TensorFlow (and the reverse from JAX): each
-    resumes with its own optimizer and compile default and ends where the uninterrupted run ends."""
+    """Checkpointed under PyTorch, resumed under JAX, whose checkpoint then resumes under TensorFlow and
+    PyTorch: each loads every saved value (weights, counters, random state, optimizer state), resumes with
+    its own optimizer and compile default, and its next steps track the writer's own next steps."""
     script = os.path.join(os.path.dirname(__file__), "helpers", "resume_backend.py")
 
-    def run(backend, mode, folder):
-        env = {**os.environ, "KERAS_BACKEND": backend}
-        result = subprocess.run([sys.executable, script, mode, str(folder)], capture_output=True, text=True, env=env)
+    def run(backend, *resume):
+        result = subprocess.run([sys.executable, script, str(tmp_path), *resume], capture_output=True, text=True,
+                                env={**os.environ, "KERAS_BACKEND": backend})
         assert result.returncode == 0, result.stderr[-3000:]
-        return np.load(folder / f"{mode}_{backend}.npz")
 
-    for start, resumes in (("torch", ("jax", "tensorflow")), ("jax", ("torch",))):
-        folder = tmp_path / start
-        folder.mkdir()
-        reference = run(start, "start", folder)
-        for backend in resumes:
-            resumed = run(backend, "resume", folder)
-            assert int(resumed["steps"]) == 4 and int(resumed["phase"]) == 1
-            assert ("torch_adam" in str(resumed["optimizer"])) == (backend == "torch")
-            assert bool(resumed["compiled"]) == (backend == "jax")  # "auto": XLA on JAX, eager PyTorch, TF on CPU
-            for i in range(len([k for k in reference.files if k.startswith("arr_")])):
-                np.testing.assert_allclose(resumed[f"arr_{i}"], reference[f"arr_{i}"], atol=5e-4)
+    run("torch")
+    for backend, source in (("jax", "torch"), ("tensorflow", "jax"), ("torch", "jax")):
+        saved, ahead = dict(np.load(tmp_path / f"{source}_saved.npz")), dict(np.load(tmp_path / f"{source}_steps.npz"))
+        run(backend, source)
+        loaded, steps = dict(np.load(tmp_path / f"{backend}_loaded.npz")), np.load(tmp_path / f"{backend}_steps.npz")
+        # In order (a variable's path may change across a load), the optimizer's iteration count among them.
+        assert len(loaded["paths"]) == len(saved["paths"]) and "adam/iteration" in saved["paths"]
+        for i, path in enumerate(saved["paths"]):
+            np.testing.assert_array_equal(loaded[f"arr_{i}"], saved[f"arr_{i}"], err_msg=f"{source}->{backend}: {path}")
+        assert int(steps["steps"]) == 4 and int(steps["phase"]) == 1
+        assert ("torch_adam" in str(steps["optimizer"])) == (backend == "torch")
+        assert bool(steps["compiled"]) == (backend == "jax")  # "auto": XLA on JAX, eager PyTorch, TF on CPU
+        # The backends draw other numbers from the same random state: two Adam steps of 1e-4 apart at most.
+        arrays = [k for k in ahead if k.startswith("arr_")]
+        assert arrays and len(arrays) == len([k for k in steps.files if k.startswith("arr_")])
+        for key in arrays:
+            np.testing.assert_allclose(steps[key], ahead[key], atol=5e-4)
 
 
 @pytest.mark.slow

@@ -87,18 +87,17 @@ def test_cli_stats_calc_compare_agree(tmp_path, reference, monkeypatch):
         tf.io.write_file(str(folder / f"{i}.png"), tf.io.encode_png(rng.integers(0, 256, (16, 16, 3), np.uint8)))
     np.savez(tmp_path / "gen.npz", arr_0=np.clip(rng.normal(100, 60, (10, 16, 16, 3)), 0, 255).astype(np.uint8))
 
-    def fid(*args):
-        result = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "fid.py"), *args, f"--weights={weights}",
-                                 "--resolution=75", "--batch=4"], capture_output=True, text=True,
-                                env={**os.environ, "KERAS_BACKEND": "torch"})  # eager: no compile wait
-        return result
+    def fid(*args, backend="torch"):  # PyTorch runs the network without a compile wait; JAX starts soonest
+        return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "fid.py"), *args, f"--weights={weights}",
+                               "--resolution=75", "--batch=4"], capture_output=True, text=True,
+                              env={**os.environ, "KERAS_BACKEND": backend})
 
     ref = fid("stats", str(folder), f"--out={tmp_path / 'ref.npz'}")
     assert ref.returncode == 0, ref.stderr[-2000:]
     calc = fid("calc", str(tmp_path / "gen.npz"), f"--ref={tmp_path / 'ref.npz'}", "--num=10",
                f"--json={tmp_path / 'calc.json'}", f"--out={tmp_path / 'gen_stats.npz'}")
     assert calc.returncode == 0, calc.stderr[-2000:]
-    compare = fid("compare", str(tmp_path / "gen_stats.npz"), str(tmp_path / "ref.npz"))
+    compare = fid("compare", str(tmp_path / "gen_stats.npz"), str(tmp_path / "ref.npz"), backend="jax")
     assert compare.returncode == 0, compare.stderr[-2000:]
     value = float(calc.stdout.split("FID ")[1].split()[0])
     assert value > 0 and float(compare.stdout.split("FID ")[1].split()[0]) == value
@@ -107,7 +106,7 @@ def test_cli_stats_calc_compare_agree(tmp_path, reference, monkeypatch):
     assert result["n_gen"] == 10 and result["n_ref"] == 12 and result["mode"] == "tf1"
     assert len(result["weights_sha256"]) == 64 and result["diagnostics"]["method"] == "eigh"
     assert f"{result['fid']:.4f}" == f"{value:.4f}"
-    too_few = fid("calc", str(tmp_path / "gen.npz"), f"--ref={tmp_path / 'ref.npz'}")  # default --num=50000
+    too_few = fid("calc", str(tmp_path / "gen.npz"), f"--ref={tmp_path / 'ref.npz'}", backend="jax")  # --num=50000
     assert too_few.returncode == 1
     assert too_few.stderr.strip().splitlines()[-1].endswith("holds 10 images, fewer than --num=50000.")
     monkeypatch.delenv("FID_INCEPTION_WEIGHTS", raising=False)

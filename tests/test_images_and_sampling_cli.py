@@ -38,10 +38,10 @@ def test_png_decodes_to_the_same_pixels(channels):
 
 @once
 def test_sample_cli_writes_npz_and_png(tmp_path):
-    def run(*args):
+    def run(*args, backend="torch"):  # PyTorch samples without a compile wait; JAX starts soonest
         return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "sample.py"), f"--model={TEACHER}",
                                "--num=6", "--steps=2", *args], capture_output=True, text=True,
-                              env={**os.environ, "KERAS_BACKEND": "torch"})  # eager: no compile wait
+                              env={**os.environ, "KERAS_BACKEND": backend})
 
     result = run(f"--out={tmp_path / 's.npz'}")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -49,14 +49,14 @@ def test_sample_cli_writes_npz_and_png(tmp_path):
     assert images.shape == (6, 8, 8, 1) and images.dtype == np.uint8 and images.std() > 10
     assert run(f"--out={tmp_path / 's.png'}").returncode == 0
     assert tf.io.decode_png(tf.io.read_file(str(tmp_path / "s.png"))).shape == (16, 24, 1)  # 2 rows of 3
-    bad = run(f"--out={tmp_path / 's.jpg'}")
+    bad = run(f"--out={tmp_path / 's.jpg'}", backend="jax")
     assert bad.returncode != 0 and "--out must end in .png or .npz" in bad.stderr
     # Errors in one line, before any weights load.
     (tmp_path / "corrupt.keras").write_bytes(b"PK not really")
     for args, message in (([f"--out={tmp_path / 'x.png'}", "--steps=3"], "`steps` must divide num_steps=40"),
                           ([f"--out={tmp_path / 'x.png'}", f"--model={tmp_path / 'corrupt.keras'}"],
                            "is not a readable .keras file (corrupt or truncated)")):
-        bad = run(*args)
+        bad = run(*args, backend="jax")
         lines = bad.stderr.strip().splitlines()
         assert bad.returncode == 1 and lines[-1].startswith("sample.py: error: ") and message in lines[-1], lines[-3:]
 

@@ -60,6 +60,10 @@ def test_micro_batches_must_split_the_batch():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(keras.config.backend() == "jax",
+                    reason="the policy handling is Keras code run here on TensorFlow and PyTorch (XLA would compile "
+                           "two steps, over 2 minutes on CPUs); JAX's bfloat16 network: "
+                           "test_networks.py::test_mixed_bfloat16_tracks_float32")
 def test_mixed_bfloat16_distillation_tracks_float32():
     """The bundled digits teacher (`ddpmpp_small`) distilled into a perturbed copy in float32 and in
     mixed_bfloat16: the same draws and data, the running losses within 8% at every step."""
@@ -106,6 +110,14 @@ def test_data_parallel_on_two_devices_equals_one_device():
         assert run["student_moved"] > 1e-4
         np.testing.assert_allclose(run["parallel_loss"], run["loss"], rtol=1e-5)
         assert run["max_weight_difference"] < 1e-3 * run["student_moved"]
+
+
+@pytest.mark.skipif(keras.config.backend() != "torch", reason="PyTorch has no data-parallel fit() in Keras")
+def test_data_parallel_is_refused_on_torch_in_one_line():
+    from keras_tract import backend
+
+    with pytest.raises(ValueError, match="^Data-parallel training needs KERAS_BACKEND=jax or tensorflow"):
+        backend.data_parallel()
 
 
 @pytest.mark.skipif(keras.config.backend() != "tensorflow", reason="TF_CONFIG is TensorFlow's")
