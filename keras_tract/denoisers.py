@@ -9,6 +9,8 @@ import numpy as np
 from keras import ops
 from keras.saving import register_keras_serializable
 
+from keras_tract import backend
+
 
 def expand_to(sigma, x):
     """Reshapes per-sample `sigma` of shape `(B,)` to `(B, 1, ..., 1)` to broadcast over `x`."""
@@ -56,7 +58,7 @@ def edm_scalings(sigma, sigma_data):
     c_skip = sigma_data**2 / total
     c_out = sigma * sigma_data * ops.rsqrt(total)
     c_in = ops.rsqrt(total)
-    c_noise = ops.log(ops.maximum(sigma, 1e-20)) / 4.0
+    c_noise = ops.log(ops.maximum(sigma, backend.constant(1e-20, "float32"))) / 4.0
     return c_skip, c_out, c_in, c_noise
 
 
@@ -214,7 +216,7 @@ class VPDenoiser(Denoiser):
     def call(self, x, sigma, labels=None, training=False):
         x, sigma, col = self.prepare(x, sigma)
         gamma = 1.0 / (1.0 + ops.square(col))
-        logsnr = -2.0 * ops.log(ops.maximum(sigma, 1e-20))
+        logsnr = -2.0 * ops.log(ops.maximum(sigma, backend.constant(1e-20, "float32")))
         out = self.run_network([x * ops.sqrt(gamma), logsnr], labels, training)
         if self.prediction == "x":
             return out
@@ -277,11 +279,11 @@ class GaussianMixtureDenoiser(Denoiser):
             raise ValueError(
                 f"`x` must have {dim} elements per sample to match means, got x.shape={tuple(x.shape)}."
             )
-        means = ops.convert_to_tensor(self.means, "float32")
-        var0 = ops.convert_to_tensor(self.stds**2, "float32")[None, :]
+        means = backend.constant(self.means, "float32")
+        var0 = backend.constant(self.stds**2, "float32")[None, :]
         var = var0 + ops.square(sigma)[:, None]
         dist2 = ops.sum(ops.square(flat[:, None, :] - means[None]), axis=-1)
-        log_weights = ops.convert_to_tensor(np.log(self.weights_), "float32")[None, :]
+        log_weights = backend.constant(np.log(self.weights_), "float32")[None, :]
         logits = log_weights - 0.5 * dim * ops.log(var) - 0.5 * dist2 / var
         resp = ops.exp(logits - ops.logsumexp(logits, axis=-1, keepdims=True))
         shrink = var0 / var  # weight of x in each component's posterior mean

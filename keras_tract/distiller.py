@@ -13,6 +13,7 @@ import numpy as np
 from keras import ops
 from keras.saving import register_keras_serializable
 
+from keras_tract import backend
 from keras_tract.denoisers import build_denoiser, expand_to, image_shape
 from keras_tract.ema import clone, ema_update, freeze, weight_pairs
 from keras_tract.losses import edm_errors, snr_trunc_errors
@@ -136,9 +137,9 @@ class Distiller(Trainer):
     def draw(self, shape):
         """Per-sample noise of `shape` `(B, ...)`, group `g` in `[1, groups]` and offset `k` in `[0, S)`."""
         batch = shape[0]
-        phase = ops.minimum(self.phase, self.num_phases - 1)
-        groups = ops.take(ops.convert_to_tensor(np.array(self.time_schedule[1:], "int32")), phase)
-        offsets = ops.take(ops.convert_to_tensor(self._offsets), phase)
+        phase = self.current_phase()
+        groups = ops.take(backend.constant(self.time_schedule[1:], "int32"), phase)
+        offsets = ops.take(backend.constant(self._offsets, "int32"), phase)
         u = keras.random.uniform((2, batch), seed=self.seed_generator)
         group = 1 + ops.minimum(ops.cast(u[0] * ops.cast(groups, "float32"), "int32"), groups - 1)
         offset = ops.minimum(ops.cast(u[1] * ops.cast(offsets, "float32"), "int32"), offsets - 1)
@@ -147,12 +148,16 @@ class Distiller(Trainer):
 
     def levels(self, group, offset):
         """Grid indices `(i0, i1, i2)` of the start, the teacher step's end and the group's end."""
-        phase = ops.minimum(self.phase, self.num_phases - 1)
-        semi = ops.take(ops.convert_to_tensor(self._semi), phase)
-        delta = ops.take(ops.convert_to_tensor(self._delta), phase)
+        phase = self.current_phase()
+        semi = ops.take(backend.constant(self._semi, "int32"), phase)
+        delta = ops.take(backend.constant(self._delta, "int32"), phase)
         group, offset = ops.convert_to_tensor(group, "int32"), ops.convert_to_tensor(offset, "int32")
         i0 = delta * group - semi * offset
         return i0, i0 - semi, delta * (group - 1)
+
+    def current_phase(self):
+        """The phase whose tables a step uses, an int32 scalar tensor (the last phase after the end)."""
+        return ops.minimum(self.phase.value, backend.constant(self.num_phases - 1, "int32"))
 
     def teacher_step(self, x, s0, s1, labels):
         """The phase's teacher from `s0` to `s1`: the given teacher, then the previous phase's student."""
@@ -164,7 +169,7 @@ class Distiller(Trainer):
         if self.phase_teacher is None:
             return original()
         refreshed = lambda: ddim_step(self.phase_teacher, x, s0, s1, labels, self.second_step_clip)  # noqa: E731
-        return ops.cond(ops.equal(self.phase, 0), original, refreshed)
+        return ops.cond(ops.equal(self.phase.value, backend.constant(0, "int32")), original, refreshed)
 
     def second_step(self, x1, s1, s2, at_end, labels):
         raise NotImplementedError
@@ -172,7 +177,7 @@ class Distiller(Trainer):
     def distillation_targets(self, x, noise, group, offset, labels=None):
         """Returns `(x_t, sigma, target)`: the noisy input at `i0`, its level `(B,)` and the x0 target."""
         i0, i1, i2 = self.levels(group, offset)
-        sigmas = ops.convert_to_tensor(self.schedule.sigmas.astype("float32"))
+        sigmas = backend.constant(self.schedule.sigmas, "float32")
         s0, s1, s2 = ops.take(sigmas, i0), ops.take(sigmas, i1), ops.take(sigmas, i2)
         x = ops.cast(x, "float32")
         x_t = x + expand_to(s0, x) * ops.cast(noise, "float32")
@@ -204,13 +209,14 @@ class Distiller(Trainer):
         logs = self.record_step(finite, loss)
         step = self.step_count.value
         if self.phase_teacher is not None:
-            phase = ops.minimum(step // self.steps_per_phase, self.num_phases - 1)
-            changed = ops.not_equal(phase, self.phase)
+            phase = ops.minimum(step // self.steps_per_phase, backend.constant(self.num_phases - 1, "int32"))
+            changed = ops.not_equal(phase, self.phase.value)
             floats, others = pairs("phase_teacher", self.inference_student)
             for dst, src in floats + others:
                 dst.assign(ops.where(changed, src.value, dst.value))
             if self.reset_inference_ema_on_phase:
-                self.inference_count.assign(ops.where(changed, 0, self.inference_count.value))
+                self.inference_count.assign(ops.where(changed, ops.zeros_like(self.inference_count.value),
+                                                      self.inference_count.value))
             self.phase.assign(phase)
         return {**logs, "phase": ops.copy(self.phase.value)}
 

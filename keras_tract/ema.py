@@ -77,8 +77,8 @@ def ema_update(average, source, momentum, counter, active, pairs=None):
         rate = ops.ones((), "float32")
     else:
         decay = ops.cast(count, "float32") * math.log(momentum)
-        rate = (1.0 - momentum) / -ops.expm1(ops.minimum(decay, -1e-30))
-    rate = ops.where(active, rate, 0.0)
+        rate = (1.0 - momentum) / -ops.expm1(ops.minimum(decay, backend.constant(-1e-30, "float32")))
+    rate = ops.where(active, rate, backend.constant(0.0, "float32"))
     floats, others = pairs or weight_pairs(average, source)
     backend.lerp_variables([a for a, _ in floats], [s for _, s in floats], rate)
     for avg, src in others:

@@ -23,7 +23,10 @@ SOLVERS = ("heun", "ddim")
 def denoise(denoiser, x, sigma, labels=None, clip_denoised=False):
     """`denoiser(x, sigma, labels)`, optionally clipped to [-1, 1]."""
     x0 = denoiser(x, sigma, labels) if labels is not None else denoiser(x, sigma)
-    return ops.clip(x0, -1.0, 1.0) if clip_denoised else x0
+    if not clip_denoised:
+        return x0
+    dtype = keras.backend.standardize_dtype(x0.dtype)
+    return ops.clip(x0, backend.constant(-1.0, dtype), backend.constant(1.0, dtype))
 
 
 def ddim_step(denoiser, x, sigma, sigma_next, labels=None, clip_denoised=False):
@@ -77,7 +80,7 @@ def _sampler(denoiser, levels, solver, clip_denoised, jit_compile):
     step = heun_step if solver == "heun" else ddim_step
 
     def run(noise, labels):
-        sigmas = ops.convert_to_tensor(table)
+        sigmas = backend.constant(table, "float32")
         ones = ops.ones((ops.shape(noise)[0],), "float32")
         x = ops.cast(noise, "float32") * sigmas[0]
 

@@ -31,8 +31,9 @@ class LinearRampUp(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         if not self.rampup_steps:
-            return ops.convert_to_tensor(self.learning_rate, "float32")
-        return self.learning_rate * ops.minimum(ops.cast(step, "float32") / self.rampup_steps, 1.0)
+            return backend.constant(self.learning_rate, "float32")
+        return self.learning_rate * ops.minimum(ops.cast(step, "float32") / self.rampup_steps,
+                                                backend.constant(1.0, "float32"))
 
     def get_config(self):
         return {"learning_rate": self.learning_rate, "rampup_steps": self.rampup_steps}
@@ -97,11 +98,12 @@ class EDMTrainer(Trainer):
     def draw(self, shape):
         """Per-sample `sigma` `(B,)` and noise of `shape`; counts the B images and sets this step's EMA beta."""
         batch = shape[0]
-        halflife = ops.convert_to_tensor(self.ema_halflife_kimg * 1000.0, "float32")
+        halflife = backend.constant(self.ema_halflife_kimg * 1000.0, "float32")
         if self.ema_rampup_ratio is not None:
             halflife = ops.minimum(halflife, ops.cast(self.images_seen, "float32") * self.ema_rampup_ratio)
-        self.ema_beta.assign(ops.exp(math.log(0.5) * ops.cast(batch, "float32") / ops.maximum(halflife, 1e-8)))
-        self.images_seen.assign(self.images_seen + batch)
+        halflife = ops.maximum(halflife, backend.constant(1e-8, "float32"))
+        self.ema_beta.assign(ops.exp(math.log(0.5) * ops.cast(batch, "float32") / halflife))
+        self.images_seen.assign(self.images_seen.value + batch)
         sigma = ops.exp(self.p_mean + self.p_std * keras.random.normal((batch,), seed=self.seed_generator))
         noise = keras.random.normal(shape, seed=self.seed_generator)
         return sigma, noise
@@ -116,7 +118,8 @@ class EDMTrainer(Trainer):
 
     def end_step(self, finite, loss):
         weights = self.per_fit("ema", lambda: (self.ema.weights, self.denoiser.weights))
-        backend.lerp_variables(*weights, ops.where(finite, 1.0 - self.ema_beta, 0.0))
+        rate = ops.where(finite, 1.0 - self.ema_beta.value, backend.constant(0.0, "float32"))
+        backend.lerp_variables(*weights, rate)
         return self.record_step(finite, loss)
 
     def get_config(self):

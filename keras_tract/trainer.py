@@ -114,11 +114,14 @@ class Trainer(backend.TrainStep, keras.Model):
     def record_step(self, finite, loss):
         """Counts the step (and a skipped one), keeps the random state, tracks finite losses."""
         self.rng_state.assign(ops.copy(self.seed_generator.state.value))
-        self.skipped_steps.assign(self.skipped_steps + 1 - ops.cast(finite, "int32"))
-        self.step_count.assign(self.step_count + 1)
-        self.loss_tracker.update_state(ops.where(finite, loss, 0.0), sample_weight=ops.cast(finite, "float32"))
+        # Arithmetic on the variables' values, not the variables: Keras would convert each number to a tensor.
+        self.skipped_steps.assign(self.skipped_steps.value + 1 - ops.cast(finite, "int32"))
+        self.step_count.assign(self.step_count.value + 1)
+        self.loss_tracker.update_state(ops.where(finite, loss, backend.constant(0.0, "float32")),
+                                       sample_weight=ops.cast(finite, "float32"))
         # NaN, not 0, while every step so far was skipped.
-        mean = ops.where(self.loss_tracker.count > 0, self.loss_tracker.result(), float("nan"))
+        mean = ops.where(self.loss_tracker.count.value > 0, self.loss_tracker.result(),
+                         backend.constant(float("nan"), "float32"))
         return {"loss": mean, "skipped": ops.copy(self.skipped_steps.value)}
 
     def check_batch(self, x, labels):

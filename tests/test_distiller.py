@@ -3,11 +3,12 @@ import os
 import subprocess
 import sys
 import threading
+import traceback
 
 import keras
 import numpy as np
 import pytest
-from helpers.common import circle_mixture, learns_on_jax, mixture_data, mlp_student, once, to_numpy
+from helpers.common import circle_mixture, learns_on_jax, mixture_data, mlp_student, once, once_beside_jax, to_numpy
 
 import keras_tract
 from keras_tract import GaussianMixtureDenoiser, KarrasSchedule, TRACTDistiller
@@ -206,6 +207,40 @@ def test_step_lists_are_kept_for_one_fit():
     assert distiller.per_fit("probe", lambda: 2) == 2
 
 
+@pytest.mark.skipif(keras.config.backend() != "torch", reason="JAX and TensorFlow trace the step: numbers in it are "
+                                                             "constants of the program")
+@pytest.mark.parametrize("teacher", ["mixture", "edm"])
+def test_torch_step_copies_no_host_values_to_the_device(teacher, monkeypatch):
+    """PyTorch steps of both phases (teacher, phase teacher, self-teacher, both EMAs) turn no Python number
+    or NumPy array of ours into a tensor: on a GPU each such copy waits for all queued work. Keras' own
+    optimizer and random-state updates are left out (6 a step)."""
+    import torch
+
+    teacher = make_distiller().teacher if teacher == "mixture" else mlp_student(seed=2)
+    distiller = compiled(TRACTDistiller(teacher, mlp_student(seed=1), KarrasSchedule(40), (40, 8, 1),
+                                        steps_per_phase=2))
+    x = mixture_data(8)
+    distiller.fit(x, batch_size=8, epochs=1, verbose=0)
+    batch = (torch.as_tensor(x),)
+    package = os.path.dirname(keras_tract.__file__)
+    copies, as_tensor = [], torch.as_tensor
+
+    def recording(data, *args, **kwargs):
+        if not isinstance(data, torch.Tensor):
+            files = [frame.filename for frame in traceback.extract_stack()]
+            if not any(os.sep.join(("keras", "src", part)) in f for f in files for part in ("optimizers", "random")):
+                copies.append([f"{os.path.basename(frame.filename)}:{frame.lineno}" for frame in
+                               traceback.extract_stack() if frame.filename.startswith(package)][-2:])
+        return as_tensor(data, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "as_tensor", recording)
+    for _ in range(2):  # the second step of phase 0 (it starts phase 1), the first of phase 1 (the phase teacher's)
+        distiller.train_step(batch)
+    monkeypatch.undo()
+    assert int(keras.ops.convert_to_numpy(distiller.phase)) == 1
+    assert copies == [], copies
+
+
 def test_only_student_is_trainable():
     distiller = make_distiller((40, 8, 1))
     assert [v.path for v in distiller.trainable_variables] == [
@@ -245,7 +280,7 @@ def test_checkpoint_resumes_on_another_backend(tmp_path):
 
 
 @pytest.mark.slow
-@once  # its processes pick their own backend
+@once_beside_jax  # its processes pick their own backend
 def test_cross_backend_parity(tmp_path):
     here = os.path.dirname(__file__)
     results = {}

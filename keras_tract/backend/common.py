@@ -5,6 +5,11 @@ import contextlib
 from keras import ops
 
 
+def constant(value, dtype):
+    """`value` (a number or an array) as a `dtype` tensor; inside a traced step, a constant of the program."""
+    return ops.convert_to_tensor(value, dtype)
+
+
 def conv(x, kernel, bias=None, padding="valid"):
     """`ops.conv` of channels-last `x` `(B, H, W, I)` with a `(kh, kw, I, O)` kernel, plus `bias` `(O,)` or None."""
     y = ops.conv(x, kernel, padding=padding)

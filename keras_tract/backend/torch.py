@@ -1,8 +1,10 @@
 """PyTorch adapters."""
 
 import keras
+import numpy as np
 import torch
 from keras.src.backend.common import global_state
+from keras.src.backend.torch.core import get_device
 
 # Keras' thread-local scopes that every PyTorch op and variable read looks up.
 _SCOPES = ("torch_device", "stateless_scope", "autocast_scope")
@@ -16,6 +18,23 @@ def fill_scope_defaults():
     for name in _SCOPES:
         if not hasattr(tracker, name):
             setattr(tracker, name, None)
+
+
+_CONSTANTS = {}
+
+
+def constant(value, dtype):
+    """`value` (a number or an array) as a `dtype` tensor on Keras' device, made once and kept.
+
+    Keras copies a host number or array given to an op to the device at every call: on a GPU each
+    copy waits for all the work queued before it, so a step that makes them never runs ahead.
+    """
+    array = np.asarray(value)
+    key = (get_device(), str(dtype), array.dtype.str, array.shape, array.tobytes())
+    tensor = _CONSTANTS.get(key)
+    if tensor is None:
+        tensor = _CONSTANTS[key] = keras.ops.convert_to_tensor(array, dtype)
+    return tensor
 
 
 def compile_function(model, fn, jit_compile=False):

@@ -12,6 +12,7 @@ import numpy as np
 from keras import ops
 from keras.saving import register_keras_serializable
 
+from keras_tract import backend
 from keras_tract.networks.layers import Conv2D, Dropout, GroupNorm, Linear, attention
 
 LOGSNR_INPUTS = ("inv_cos", "linear", "sigmoid")
@@ -34,7 +35,7 @@ def timestep_embedding(t, channels):
     """`[sin(t f), cos(t f)]` with `f_k = 10000^(-k / (channels/2 - 1))`; `(B,)` -> `(B, channels)`."""
     half = channels // 2
     freqs = np.exp(-np.log(10000.0) * np.arange(half) / (half - 1)).astype("float32")
-    t = ops.cast(t, "float32")[:, None] * ops.convert_to_tensor(freqs)
+    t = ops.cast(t, "float32")[:, None] * backend.constant(freqs, "float32")
     return ops.concatenate([ops.sin(t), ops.cos(t)], axis=1)
 
 

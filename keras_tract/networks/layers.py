@@ -370,7 +370,7 @@ class PositionalEmbedding(keras.layers.Layer):
     def call(self, x):
         half = self.num_channels // 2
         freqs = (1.0 / self.max_positions) ** (np.arange(half) / (half - int(self.endpoint)))
-        x = ops.cast(x, "float32")[:, None] * ops.convert_to_tensor(freqs.astype("float32"))
+        x = ops.cast(x, "float32")[:, None] * backend.constant(freqs, "float32")
         return ops.concatenate([ops.cos(x), ops.sin(x)], axis=1)
 
     def compute_output_shape(self, input_shape):

@@ -5,6 +5,7 @@ import numpy as np
 from keras import ops
 from keras.saving import register_keras_serializable
 
+from keras_tract import backend
 from keras_tract.networks.layers import Dropout, WeightInit
 
 
@@ -78,7 +79,7 @@ class MLPNetwork(keras.layers.Layer):
         dense = lambda x, w: ops.matmul(x, ops.cast(w[0], x.dtype)) + ops.cast(w[1], x.dtype)  # noqa: E731
         dtype = self.compute_dtype
         half = self.embed_dim // 2
-        freqs = ops.convert_to_tensor(np.exp(np.log(64.0) * np.arange(half) / half), "float32")
+        freqs = backend.constant(np.exp(np.log(64.0) * np.arange(half) / half), "float32")
         angle = ops.cast(ops.reshape(inputs[1], (-1, 1)), "float32") * freqs
         emb = dense(ops.cast(ops.concatenate([ops.cos(angle), ops.sin(angle)], axis=-1), dtype), self.map0)
         if self.map_label is not None:
