@@ -1,10 +1,25 @@
 import os
+import shutil
+import tempfile
 
 if os.environ.get("KERAS_BACKEND") == "torch":
     import torch  # noqa: F401  (import before tensorflow: the other order can crash)
 
-import keras
-import pytest
+# One XLA compilation cache for a JAX session and the processes it starts (set before JAX is imported):
+# the tests compile many identical small programs, and reusing them saves about a quarter of the time.
+_XLA_CACHE = None
+if os.environ.get("KERAS_BACKEND") == "jax" and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _XLA_CACHE = tempfile.mkdtemp(prefix="keras_tract_xla_cache_")
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=_XLA_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+
+def pytest_unconfigure(config):
+    if _XLA_CACHE:
+        shutil.rmtree(_XLA_CACHE, ignore_errors=True)
 
 
 def pytest_report_header(config):
