@@ -155,9 +155,10 @@ class Distiller(Trainer):
         i0 = delta * group - semi * offset
         return i0, i0 - semi, delta * (group - 1)
 
-    def current_phase(self):
-        """The phase whose tables a step uses, an int32 scalar tensor (the last phase after the end)."""
-        return ops.minimum(self.phase.value, backend.constant(self.num_phases - 1, "int32"))
+    def current_phase(self, phase=None):
+        """`phase` (default the current one), an int32 scalar tensor, held at the last phase after the end."""
+        return ops.minimum(self.phase.value if phase is None else phase,
+                           backend.constant(self.num_phases - 1, "int32"))
 
     def teacher_step(self, x, s0, s1, labels):
         """The phase's teacher from `s0` to `s1`: the given teacher, then the previous phase's student."""
@@ -209,7 +210,7 @@ class Distiller(Trainer):
         logs = self.record_step(finite, loss)
         step = self.step_count.value
         if self.phase_teacher is not None:
-            phase = ops.minimum(step // self.steps_per_phase, backend.constant(self.num_phases - 1, "int32"))
+            phase = self.current_phase(step // self.steps_per_phase)
             changed = ops.not_equal(phase, self.phase.value)
             floats, others = pairs("phase_teacher", self.inference_student)
             for dst, src in floats + others:

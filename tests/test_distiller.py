@@ -227,10 +227,11 @@ def test_torch_step_copies_no_host_values_to_the_device(teacher, monkeypatch):
 
     def recording(data, *args, **kwargs):
         if not isinstance(data, torch.Tensor):
-            files = [frame.filename for frame in traceback.extract_stack()]
-            if not any(os.sep.join(("keras", "src", part)) in f for f in files for part in ("optimizers", "random")):
-                copies.append([f"{os.path.basename(frame.filename)}:{frame.lineno}" for frame in
-                               traceback.extract_stack() if frame.filename.startswith(package)][-2:])
+            stack = traceback.extract_stack()
+            if not any(os.sep.join(("keras", "src", part)) in frame.filename for frame in stack
+                       for part in ("optimizers", "random")):
+                copies.append([f"{os.path.basename(frame.filename)}:{frame.lineno}" for frame in stack
+                               if frame.filename.startswith(package)][-2:])
         return as_tensor(data, *args, **kwargs)
 
     monkeypatch.setattr(torch, "as_tensor", recording)
