@@ -23,7 +23,8 @@ Usage:
 On a machine with a CUDA GPU both run there (PyTorch's default device; JAX and TensorFlow as Keras
 places them) and each timed call waits for the device. Each backend runs in its own process, one after
 another; run it on a quiet machine. With `--rounds=R` every backend is measured R times and the table
-shows medians.
+shows medians: of the milliseconds, and of each round's ratios (a ratio only compares numbers measured in
+turn, in one process).
 """
 
 import importlib.util
@@ -48,7 +49,7 @@ flags.DEFINE_enum("network", "small", list(NETWORKS), "small: the network above 
                   "EDM's CIFAR-10 DDPM++ network (model_channels 128, channel_mult [2, 2, 2], 4 blocks).")
 flags.DEFINE_integer("batch", 16, "Batch size.", lower_bound=1)
 flags.DEFINE_integer("steps", 5, "Timed steps and forwards (medians) after two warm-up calls.", lower_bound=1)
-flags.DEFINE_integer("rounds", 1, "Rounds over the backends; the table shows medians.",
+flags.DEFINE_integer("rounds", 1, "Rounds over the backends; the table shows medians (ratios: of each round's).",
                      lower_bound=1)
 flags.DEFINE_integer("threads", None, "PyTorch intra-op threads (default: PyTorch's).", lower_bound=1)
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
@@ -256,13 +257,16 @@ def main(_):
             print(f"{label(name, r):<32} {r['step']:>9.1f} {r['forward']:>11.1f} {ratio:>13.2f}")
         return
     print(head + f" {'step vs official':>17} {'forward vs official':>20} {'step/fwd vs official':>21}")
+    # A ratio compares numbers measured in turn, so each comes from one round (the median over rounds).
+    ratio = lambda name, f: statistics.median(f(x) for x in rounds[name])  # noqa: E731
     for name, r in results.items():
-        ours_ratio, official_ratio = r["step"] / r["forward"], r["official_step"] / r["official_forward"]
-        print(f"{label(name, r):<32} {r['step']:>9.1f} {r['forward']:>11.1f} {ours_ratio:>13.2f}"
-              f" {r['step'] / r['official_step']:>17.2f} {r['forward'] / r['official_forward']:>20.2f}"
-              f" {ours_ratio / official_ratio:>21.2f}")
+        step, forward = ratio(name, lambda x: x["step"] / x["official_step"]), ratio(
+            name, lambda x: x["forward"] / x["official_forward"])
+        in_forwards = ratio(name, lambda x: x["step"] / x["forward"] / (x["official_step"] / x["official_forward"]))
+        print(f"{label(name, r):<32} {r['step']:>9.1f} {r['forward']:>11.1f} {r['step'] / r['forward']:>13.2f}"
+              f" {step:>17.2f} {forward:>20.2f} {in_forwards:>21.2f}")
         print(f"{'  official, in turn':<32} {r['official_step']:>9.1f} {r['official_forward']:>11.1f}"
-              f" {official_ratio:>13.2f}")
+              f" {r['official_step'] / r['official_forward']:>13.2f}")
     print(f"parameters: keras-tract {r['params']:,}, official {r['official_params']:,}; devices: "
           + ", ".join(f"{name} {r['device']}" for name, r in results.items()))
 

@@ -7,7 +7,7 @@ import keras
 
 _BACKEND = keras.config.backend()
 if _BACKEND == "jax":
-    from keras_tract.backend.common import constant, group_norm, lerp_variables, scope_of
+    from keras_tract.backend.common import average_pool2, constant, group_norm, lerp_variables, scope_of
     from keras_tract.backend.jax import (
         TrainStep,
         barrier,
@@ -22,6 +22,7 @@ if _BACKEND == "jax":
     )
 elif _BACKEND == "tensorflow":
     from keras_tract.backend.common import (
+        average_pool2,
         barrier,
         constant,
         conv,
@@ -44,6 +45,7 @@ elif _BACKEND == "torch":
     )
     from keras_tract.backend.torch import (
         TrainStep,
+        average_pool2,
         compile_function,
         constant,
         conv,
@@ -55,6 +57,6 @@ elif _BACKEND == "torch":
 else:
     raise ImportError(f"keras_tract supports the jax, tensorflow and torch backends, got {_BACKEND!r}.")
 
-__all__ = ["TrainStep", "barrier", "compile_function", "constant", "conv", "data_parallel", "global_batch_size",
-           "group_norm", "lerp_variables", "num_replicas", "process_count", "process_index",
+__all__ = ["TrainStep", "average_pool2", "barrier", "compile_function", "constant", "conv", "data_parallel",
+           "global_batch_size", "group_norm", "lerp_variables", "num_replicas", "process_count", "process_index",
            "reached_preemption_sync_point", "scope_of"]

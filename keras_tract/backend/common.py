@@ -16,6 +16,11 @@ def conv(x, kernel, bias=None, padding="valid"):
     return y if bias is None else y + bias
 
 
+def average_pool2(x):
+    """The mean of each 2x2 block of channels-last `x`: `(B, H, W, C)` -> `(B, H // 2, W // 2, C)`."""
+    return ops.average_pool(x, 2, 2)
+
+
 def group_norm(x, groups, gamma, beta, eps):
     """Group normalization of channels-last float32 `x` `(B, ..., C)` over pixels and `groups` groups of channels."""
     shape = ops.shape(x)

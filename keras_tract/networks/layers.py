@@ -236,9 +236,12 @@ def _taps(resample_filter):
 def downsample(x, resample_filter, pad):
     """EDM's depthwise stride-2 `conv2d` with the normalized outer-product filter, zero padding `pad`.
 
-    The filter is separable, so it runs as two 1-D passes of shifted slices (fast on every backend).
+    The [1, 1] filter without padding is the mean of each 2x2 block, one pooling op; other filters are
+    separable and run as two 1-D passes of shifted slices.
     """
     taps = _taps(resample_filter)
+    if pad == 0 and taps.tolist() == [0.5, 0.5]:
+        return backend.average_pool2(x)
     return _down_1d(_down_1d(x, taps, pad, 1), taps, pad, 2)
 
 
@@ -504,7 +507,7 @@ class UNetBlock(keras.layers.Layer):
         batch, height, width, _ = ops.shape(qkv)
         heads, channels = self.num_heads, self.out_channels
         qkv = ops.reshape(qkv, (batch, height * width, heads, channels // heads, 3))
-        out = attention(qkv[..., 0], qkv[..., 1], qkv[..., 2])
+        out = attention(*ops.unstack(qkv, 3, axis=-1))  # one op (and one gradient op), not three slices
         return ops.reshape(out, (batch, height, width, channels))
 
     def compute_output_shape(self, input_shape):
