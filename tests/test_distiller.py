@@ -241,6 +241,40 @@ def test_torch_step_copies_no_host_values_to_the_device(teacher, monkeypatch):
     assert copies == [], copies
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="JAX and TensorFlow run the step as one program")
+def test_torch_step_reads_nothing_back_from_the_device(monkeypatch):
+    """A one-phase PyTorch step (teacher, self-teacher, finite check, Adam, both EMAs, counters), a finite
+    and a skipped one, reads no tensor's value on the host: on a GPU each read waits for all queued work.
+    Keras' random-number seeds are left out (2 a step)."""
+    import torch
+
+    distiller = compiled(make_distiller())
+    x = mixture_data(8)
+    distiller.fit(x, batch_size=8, epochs=1, verbose=0)
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    reads = []
+
+    def recording(name):
+        read = getattr(torch.Tensor, name)
+
+        def method(self, *args, **kwargs):
+            stack = traceback.extract_stack()[:-1]
+            if not any(os.sep.join(("keras", "src", "backend", "torch", "random.py")) in f.filename for f in stack):
+                reads.append((name, [f"{os.path.basename(f.filename)}:{f.lineno}" for f in stack[-3:]]))
+            return read(self, *args, **kwargs)
+
+        return method
+
+    for name in ("__bool__", "item", "tolist", "numpy", "__float__", "__int__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, recording(name))
+    for batch in (x, bad):
+        distiller.train_step((torch.as_tensor(batch),))
+    monkeypatch.undo()
+    assert reads == [], reads
+    assert int(distiller.optimizer.iterations) == 2 and int(distiller.skipped_steps) == 1
+
+
 class SubclassedAdam(keras.optimizers.Adam):
     """Keras' Adam under a class of its own: its update always runs Keras' code."""
 

@@ -86,14 +86,10 @@ def num_replicas():
 
 
 def all_finite(loss, grads):
-    """Whether `loss` and every gradient are finite: from the float32 2-norms (one fused pass), and only
-    where one is not finite (a NaN or an infinity, or squares beyond float32) from the exact max-abs
-    (three times slower on CPUs)."""
+    """Whether `loss` and every gradient are finite, as a device tensor (nothing waits for it): their 2-norms
+    accumulated in float64 (one fused pass), where the squares of finite float32 values cannot overflow."""
     tensors = [t for t in [loss.reshape(1), *grads] if t.numel()]
-    finite = torch.stack(torch._foreach_norm(tensors, 2)).isfinite().all()
-    if not finite:
-        finite = torch.stack(torch._foreach_norm(tensors, float("inf"), dtype=torch.float32)).isfinite().all()
-    return finite
+    return torch.stack(torch._foreach_norm(tensors, 2, dtype=torch.float64)).isfinite().all()
 
 
 def _adam_slots(optimizer, variables):
@@ -115,27 +111,33 @@ def _adam_slots(optimizer, variables):
     return [v.value for v in variables], slot(optimizer._momentums), slot(optimizer._velocities), no_correction
 
 
-def apply_gradients(trainer, grads, variables):
-    """`trainer.optimizer.apply(grads, variables)`, with Keras' plain Adam as PyTorch's fused Adam kernel.
+def apply_gradients(trainer, grads, variables, finite):
+    """`trainer.optimizer.apply(grads, variables)` where the device tensor `finite` is true; Keras' plain
+    Adam as PyTorch's fused Adam kernel.
 
     Keras' Adam on PyTorch makes ten `_foreach` passes over the weights and copies four host numbers to the
-    device; the fused kernel makes one pass (five times faster on a CPU). It runs Keras' update exactly:
-    its bias corrections are off (a step count of infinity) and applied in the learning rate instead,
+    device; the fused kernel makes one pass (five times faster on a CPU) and skips the update on the device
+    where `finite` is false, so the host never waits for the gradients. It runs Keras' update exactly: its
+    bias corrections are off (a step count of infinity) and applied in the learning rate instead,
     `lr sqrt(1 - beta_2^t) / (1 - beta_1^t)` times `m / (sqrt(v) + epsilon)`, epsilon outside the
-    correction as in Keras (PyTorch's own Adam puts it inside).
+    correction as in Keras (PyTorch's own Adam puts it inside). Other optimizers run Keras' code, after
+    the host reads `finite`.
     """
     optimizer = trainer.optimizer
     slots = trainer.per_fit("adam_slots", lambda: _adam_slots(optimizer, variables)) if optimizer.built else None
     if slots is None or any(g is None for g in grads):
-        return optimizer.apply(grads, variables)
+        if finite:
+            optimizer.apply(grads, variables)
+        return
     params, momentums, velocities, no_correction = slots
     iterations = optimizer.iterations
     t = iterations.value.to(torch.float32) + 1
     lr = keras.ops.convert_to_tensor(optimizer.learning_rate, "float32")
     lr = lr * torch.sqrt(1 - optimizer.beta_2**t) / (1 - optimizer.beta_1**t)
     torch._fused_adam_(params, grads, momentums, velocities, [], no_correction, lr=lr, beta1=optimizer.beta_1,
-                       beta2=optimizer.beta_2, weight_decay=0.0, eps=optimizer.epsilon, amsgrad=False, maximize=False)
-    iterations.assign(iterations.value + 1)
+                       beta2=optimizer.beta_2, weight_decay=0.0, eps=optimizer.epsilon, amsgrad=False,
+                       maximize=False, found_inf=(~finite).to(torch.float32))
+    iterations.assign(iterations.value + finite.to(iterations.value.dtype))
 
 
 def split(tree, k):
@@ -171,8 +173,7 @@ class TrainStep:
         grads = [p.grad for p in params]
         with torch.no_grad():
             finite = all_finite(loss, [g for g in grads if g is not None])
-            if finite:
-                apply_gradients(self, grads, variables)
+            apply_gradients(self, grads, variables, finite)
             return self.end_step(finite, loss)
 
 
