@@ -93,7 +93,7 @@ def all_finite(loss, grads):
 
 
 def _adam_slots(optimizer, variables):
-    """The parameters, momentums, velocities and step counts of a fused Adam update of `variables`, or None
+    """The parameters, momentums, velocities and (infinite) step counts of a fused Adam update of `variables`, or None
     where `optimizer.apply` does more than Adam's update: not Keras' own Adam, amsgrad, weight decay,
     clipping, the optimizer's EMA, gradient accumulation, loss scaling, constraints, or weights not float32
     (each stays with Keras' code)."""
